@@ -1,0 +1,41 @@
+# One-command set-up: `make demo` and `make test` create .venv and install everything they need.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO := build/examples/digits
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-all golden clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
+	  echo "python venv support missing: installing python3-venv"; \
+	  apt-get update -qq && apt-get install -y -qq python3-venv; fi
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/python examples/digits/train.py --out $(DEMO)
+	$(BIN)/edgeforge build $(DEMO)/model.keras --target cortex-m4 --data $(DEMO)/calib.npz --val $(DEMO)/val.npz \
+	  --out build/demo/cortex-m4
+
+# The suite in its CI form: exhaustive checks run reduced (see tests/conftest.py).
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Everything, unreduced.
+test-all: setup
+	EDGEFORGE_FULL_TESTS=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Rewrite the golden files under tests/golden/ from the current templates.
+golden: setup
+	EDGEFORGE_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q tests/test_emit_golden.py
+
+clean:
+	rm -rf build dist .pytest_cache

@@ -1,0 +1,5 @@
+"""``python -m edgeforge`` is the CLI."""
+
+from edgeforge.cli.main import entry
+
+entry()

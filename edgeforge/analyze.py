@@ -1,0 +1,140 @@
+"""Analysis before anything is flashed: per-layer cost, runtime support, flash/RAM/latency estimates."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgeforge.arena import ArenaMeasurement
+from edgeforge.model.tflite import ModelInfo, OpInfo
+from edgeforge.runtimes import runtime_support
+from edgeforge.target.schema import Target
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    index: int
+    op: str
+    dtype: str  # dtype of the op's first output
+    params: int  # elements of the op's constant inputs (weights, biases)
+    macs: int
+    activation_bytes: int  # bytes of the op's outputs
+    output_shape: tuple[int, ...]
+    supported: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "op": self.op, "dtype": self.dtype, "params": self.params, "macs": self.macs,
+                "activation_bytes": self.activation_bytes, "output_shape": list(self.output_shape),
+                "supported": self.supported}
+
+
+def op_macs(op: OpInfo, info: ModelInfo) -> int:
+    """Multiply-accumulates of one op (pools and element-wise ops count one per accumulated value)."""
+    t = info.tensors
+    if not op.outputs:
+        return 0
+    out = t[op.outputs[0]]
+    name = op.op
+    if name in ("CONV_2D", "CONV_3D") and len(op.inputs) > 1:
+        w = t[op.inputs[1]].shape  # [O, KH, KW, I]
+        return out.elements * math.prod(w[1:])
+    if name == "DEPTHWISE_CONV_2D" and len(op.inputs) > 1:
+        w = t[op.inputs[1]].shape  # [1, KH, KW, O]
+        return out.elements * w[1] * w[2]
+    if name == "FULLY_CONNECTED" and len(op.inputs) > 1:
+        return out.elements * t[op.inputs[1]].shape[-1]
+    if name == "TRANSPOSE_CONV" and len(op.inputs) > 2:
+        w = t[op.inputs[1]].shape
+        return t[op.inputs[2]].elements * math.prod(w[:3])
+    if name == "BATCH_MATMUL" and op.inputs:
+        return out.elements * t[op.inputs[0]].shape[-1]
+    if name in ("AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"):
+        return out.elements * int(op.options.get("filterHeight", 1)) * int(op.options.get("filterWidth", 1))
+    if name in ("MEAN", "SUM") and op.inputs:
+        return t[op.inputs[0]].elements
+    if name in ("ADD", "SUB", "MUL", "DIV", "SQUARED_DIFFERENCE", "MAXIMUM", "MINIMUM"):
+        return out.elements
+    return 0
+
+
+def activation_peak(info: ModelInfo) -> int:
+    """Largest total size of tensors alive at once (no arena can be smaller, alignment aside)."""
+    n = len(info.ops)
+    first: dict[int, int] = {i: -1 for i in info.inputs}
+    last: dict[int, int] = {i: n for i in info.outputs}
+    for op in info.ops:
+        for o in op.outputs:
+            first.setdefault(o, op.index)
+        for i in op.inputs:
+            if i >= 0 and not info.tensors[i].is_constant:
+                last[i] = max(last.get(i, -1), op.index)
+    peak = 0
+    for step in range(n):
+        live = sum(info.tensors[i].nbytes for i, s in first.items() if s <= step <= last.get(i, s))
+        peak = max(peak, live)
+    return peak
+
+
+@dataclass(frozen=True)
+class Estimates:
+    flash_bytes: int
+    flash_basis: str
+    ram_bytes: int
+    ram_basis: str
+    latency_ms: float
+    latency_basis: str
+
+
+@dataclass(frozen=True)
+class Analysis:
+    layers: tuple[LayerRow, ...]
+    runtime: str
+    unsupported_ops: tuple[str, ...]
+    total_params: int
+    total_macs: int
+    weight_bytes: int
+    model_bytes: int
+    activation_peak_bytes: int
+    estimates: Estimates | None
+    arena: ArenaMeasurement | None
+    notes: tuple[str, ...] = field(default=())
+
+
+def estimate(info: ModelInfo, target: Target, runtime: str, arena: ArenaMeasurement | None,
+             total_macs: int) -> Estimates:
+    peak = activation_peak(info)
+    if runtime == "tflm" and arena is not None:
+        ram, ram_basis = arena.emitted, "measured TFLM arena (tflite-micro interpreter) + margin"
+    elif runtime == "tflm":
+        ram, ram_basis = peak, "activation lower bound (arena not measurable)"
+    else:
+        ram, ram_basis = peak, "estimated: peak live activations (LiteRT plans its arena at run time)"
+    perf = target.data["perf"]
+    clock_hz = float(target.hardware["clock_mhz"]) * 1e6
+    latency = total_macs * float(perf["cycles_per_mac"]) / clock_hz * 1e3
+    flash_basis = "the .tflite flatbuffer stored in flash (interpreter code not included)" if runtime == "tflm" \
+        else "the .tflite file"
+    return Estimates(info.size, flash_basis, ram, ram_basis, latency,
+                     f"estimated: {total_macs} MACs x {perf['cycles_per_mac']} cycles/MAC at "
+                     f"{target.hardware['clock_mhz']} MHz ({perf['source']})")
+
+
+def analyze_model(info: ModelInfo, target: Target | None, runtime: str | None,
+                  arena: ArenaMeasurement | None) -> Analysis:
+    rt = runtime or (target.runtime if target else "litert")
+    support = runtime_support(rt)
+    rows = []
+    for op in info.ops:
+        params = sum(info.tensors[i].elements for i in op.inputs if i >= 0 and info.tensors[i].is_constant)
+        outs = [info.tensors[o] for o in op.outputs]
+        rows.append(LayerRow(op.index, op.op, outs[0].dtype if outs else "-", params, op_macs(op, info),
+                             sum(o.nbytes for o in outs), outs[0].shape if outs else (), support.supports(op.op)))
+    total_macs = sum(r.macs for r in rows)
+    unsupported = tuple(support.unsupported(info.op_names))
+    est = estimate(info, target, rt, arena, total_macs) if target else None
+    notes = []
+    if info.subgraphs > 1:
+        notes.append(f"the model has {info.subgraphs} subgraphs; only the first is analysed")
+    return Analysis(tuple(rows), rt, unsupported, sum(r.params for r in rows), total_macs, info.weight_bytes,
+                    info.size, activation_peak(info), est, arena, tuple(notes))

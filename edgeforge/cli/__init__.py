@@ -1,0 +1,1 @@
+"""The command-line front end: parses, calls the library, renders. Only this package prints."""

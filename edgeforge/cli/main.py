@@ -1,0 +1,268 @@
+"""``edgeforge`` entry point: argument parsing, one place mapping errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgeforge import __version__
+from edgeforge.cli.console import CliReporter, Console
+from edgeforge.errors import EXIT_CODE_TABLE, EdgeforgeError, ExitCode, UsageError
+
+EPILOG = "exit codes:\n" + "\n".join(f"  {int(code):>3}  {text}" for code, text in EXIT_CODE_TABLE)
+
+
+def _common(json_flag: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("output")
+    if json_flag:
+        g.add_argument("--json", "--json-output", dest="json", action="store_true",
+                       help="print one JSON document on stdout")
+    g.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr (-vv: tracebacks)")
+    g.add_argument("-q", "--quiet", action="store_true", help="errors only on stderr")
+    g.add_argument("--no-color", action="store_true", help="no ANSI colour (NO_COLOR is honoured too)")
+    g.add_argument("--targets-dir", type=Path, action="append", default=[], metavar="DIR",
+                   help="extra folder of target profiles (highest precedence)")
+    return p
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="edgeforge", description="Compress a trained model to fit a board and emit what the board runs.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"edgeforge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    t = sub.add_parser("targets", parents=[common], help="list target profiles, or show one",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    t.add_argument("id", nargs="?", help="target id or alias (for show)")
+
+    a = sub.add_parser("analyze", parents=[common], help="per-layer cost, runtime support and budget fit",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a.add_argument("model", type=Path, help=".tflite, .keras, .h5 or SavedModel folder")
+    a.add_argument("--target", "-t", help="target id or alias")
+    _data_args(a, calibration_only=True)
+
+    b = sub.add_parser("build", parents=[common], help="compress, emit artifacts, check budgets",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("model", type=Path, help=".tflite, .keras, .h5 or SavedModel folder")
+    b.add_argument("--target", "-t", required=True, help="target id or alias (see `edgeforge targets`)")
+    b.add_argument("--out", "-o", type=Path, help="output folder (default: build/<target>)")
+    _data_args(b, calibration_only=False)
+    b.add_argument("--quantization", choices=["int8", "float16", "dynamic-int8", "float32"],
+                   help="compression scheme (default: the target's first)")
+    b.add_argument("--runtime", choices=["tflm", "litert"], help="runtime (default: the target's)")
+    b.add_argument("--flash-budget", metavar="SIZE", help="override the model flash budget (e.g. 256K)")
+    b.add_argument("--ram-budget", metavar="SIZE", help="override the model RAM budget (e.g. 64K)")
+    b.add_argument("--latency-budget-ms", type=float, metavar="MS", help="override the latency budget")
+    b.add_argument("--max-accuracy-drop", type=float, metavar="FRACTION",
+                   help="override the accuracy budget (0.02 = two top-1 points)")
+    b.add_argument("--labels", type=Path, help="labels.txt (one class per line) for bundles")
+    b.add_argument("--input-mean", type=float, help="normalization mean recorded for bundles")
+    b.add_argument("--input-std", type=float, help="normalization std recorded for bundles")
+    b.add_argument("--symbol", default="g_model", help="C symbol of the model array (default g_model)")
+    b.add_argument("--templates-dir", type=Path, action="append", default=[], metavar="DIR",
+                   help="folder of templates overriding the bundled ones")
+    return parser
+
+
+def _data_args(p: argparse.ArgumentParser, calibration_only: bool) -> None:
+    p.add_argument("--data", type=Path, metavar="CALIB",
+                   help="calibration data: .npz (x, optional y), .npy, or folder of .bin (+ y_labels.csv)")
+    if not calibration_only:
+        p.add_argument("--val", type=Path, metavar="VAL", help="validation data, same formats as --data")
+        p.add_argument("--calib-samples", type=int, default=200, metavar="N",
+                       help="use the first N samples of --data for calibration (default 200)")
+    p.add_argument("--data-quant", metavar="SCALE,ZERO_POINT",
+                   help="the data holds int8 values q meaning SCALE*(q-ZERO_POINT) (e.g. 0.584703,83)")
+
+
+def _data_quant(text: str | None) -> Any:
+    if text is None:
+        return None
+    from edgeforge.data import InputQuant
+
+    try:
+        scale, zp = text.split(",")
+        return InputQuant(float(scale), int(zp))
+    except ValueError:
+        raise UsageError(f"cannot read --data-quant {text!r}", "write SCALE,ZERO_POINT, e.g. 0.584703,83") from None
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    from edgeforge.target import load_registry
+
+    return load_registry(args.targets_dir)
+
+
+def cmd_targets(args: argparse.Namespace, c: Console) -> int:
+    reg = _registry(args)
+    if args.action == "show" or args.id:
+        if not args.id:
+            raise UsageError("`targets show` needs a target id", "e.g. edgeforge targets show esp32")
+        t = reg.get(args.id)
+        if c.json:
+            c.out(json.dumps(t.to_json(), indent=2, sort_keys=True))
+        else:
+            from edgeforge.cli.render import target_details
+
+            c.out("\n".join(target_details(t)))
+        return 0
+    targets = reg.all()
+    if c.json:
+        c.out(json.dumps({"targets": [t.to_json() for t in targets],
+                          "search_path": [str(f) for f in reg.folders]}, indent=2, sort_keys=True))
+    else:
+        from edgeforge.cli.render import target_row
+
+        c.out(f"{'id':<14} {'kind':<7} {'cpu':<22} {'clock':>10}  {'flash':>16} {'RAM':>14}  {'runtime':<7} aliases")
+        for t in targets:
+            c.out(target_row(t))
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace, c: Console) -> int:
+    from edgeforge.build import analyze, verdicts
+    from edgeforge.cli.render import analysis_json, layers_table, verdict_lines
+
+    target = _registry(args).get(args.target) if args.target else None
+    prepared, a = analyze(args.model, target, args.data, _data_quant(args.data_quant), CliReporter(c))
+    checks = verdicts(a, target.budget, None) if target else ()
+    if c.json:
+        doc = analysis_json(a, target, checks)
+        doc["model"] = str(args.model)
+        doc["analysed_as"] = None if prepared is None else {"scheme": prepared.scheme,
+                                                             "calibration": prepared.calibration}
+        c.out(json.dumps(doc, indent=2, sort_keys=True))
+        return 0
+    c.out(f"{args.model}" + (f" for {target.id} ({target.name}), runtime {a.runtime}" if target else ""))
+    if prepared is not None:
+        c.out(f"analysed as: {prepared.scheme} ({prepared.calibration})")
+    c.out("")
+    c.out("\n".join(layers_table(a)))
+    c.out("")
+    c.out(f"model {a.model_bytes} B, weights {a.weight_bytes} B, activation lower bound {a.activation_peak_bytes} B")
+    if a.unsupported_ops:
+        c.out(c.style(f"NOT SUPPORTED by {a.runtime}: {', '.join(a.unsupported_ops)}", "1;31"))
+    if a.arena:
+        c.out(f"TFLM arena: {a.arena.total} B measured, {a.arena.emitted} B with a "
+              f"{a.arena.margin * 100:.0f}% margin (head {a.arena.head} B, tail {a.arena.tail} B)")
+    if checks:
+        c.out("")
+        c.out("\n".join(verdict_lines(c, checks)))
+    for note in a.notes:
+        c.out(f"note: {note}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace, c: Console) -> int:
+    from edgeforge.budget import with_overrides
+    from edgeforge.build import BuildOptions, build
+    from edgeforge.cli.render import human_bytes, verdict_lines
+
+    target = _registry(args).get(args.target)
+    budget = with_overrides(target.budget, args.flash_budget, args.ram_budget, args.latency_budget_ms,
+                            args.max_accuracy_drop)
+    out = args.out or Path("build") / target.id
+    opts = BuildOptions(out_dir=out, data=args.data, val=args.val, data_quant=_data_quant(args.data_quant),
+                        calib_samples=args.calib_samples, quantization=args.quantization, runtime=args.runtime,
+                        budget=budget, labels=args.labels, symbol=args.symbol, input_mean=args.input_mean,
+                        input_std=args.input_std, template_dirs=tuple(args.templates_dir))
+    result = build(args.model, target, opts, CliReporter(c))
+    m = result.manifest
+    code = ExitCode.OK if result.fits else ExitCode.BUDGET
+    if c.json:
+        c.out(json.dumps({**m, "out_dir": str(out), "exit_code": int(code)}, indent=2, sort_keys=True))
+        return code
+    c.out(f"{args.model} -> {target.id} ({target.name}), runtime {m['target']['runtime']}")
+    c.out(f"model:     {m['compression']['description']}, {m['model']['bytes']} B, {len(m['model']['ops'])} op kinds, "
+          f"{m['model']['macs']} MACs")
+    c.out(f"calibration: {m['compression']['calibration']}")
+    if result.analysis.arena:
+        ar = result.analysis.arena
+        c.out(f"arena:     {ar.total} B measured with tflite-micro, kTensorArenaSize = {ar.emitted} B "
+              f"(+{ar.margin * 100:.0f}%)")
+    acc = result.accuracy
+    if acc is not None:
+        parts = []
+        if acc.top1 is not None:
+            parts.append(f"top-1 {acc.top1 * 100:.2f}%")
+        if acc.float_top1 is not None:
+            parts.append(f"float {acc.float_top1 * 100:.2f}%")
+        if acc.sqnr_db is not None:
+            parts.append(f"output SQNR {acc.sqnr_db:.1f} dB vs float")
+        c.out(f"accuracy:  {', '.join(parts) or 'n/a'} on {acc.samples} samples ({acc.runtime} on the host)")
+    c.out("")
+    c.out("\n".join(verdict_lines(c, result.verdicts)))
+    c.out("")
+    c.out(f"artifacts: {out}/ — " + ", ".join(sorted({a.split('/')[0] for a in m['artifacts']} | {'manifest.json'})))
+    if result.fits:
+        c.out(c.style("fits every budget", "32"))
+    else:
+        for v in result.missed:
+            unit = human_bytes(v.excess or 0) if v.budget.endswith("bytes") else (
+                f"{v.excess:.1f} ms" if v.budget == "latency_ms" else f"{(v.excess or 0) * 100:.2f} pts")
+            c.err(f"budget missed: {v.budget} by {unit} ({v.value} > {v.limit})")
+        c.err(f"closest result: this {m['compression']['scheme']} build in {out}/ "
+              f"(flash {m['estimates']['flash_bytes']} B, RAM {m['estimates']['ram_bytes']} B, "
+              f"latency {m['estimates']['latency_ms']} ms)")
+        c.err("hint: raise the budget with --flash-budget/--ram-budget/--latency-budget-ms/--max-accuracy-drop, "
+              "or choose a larger target")
+    return code
+
+
+COMMANDS = {"targets": cmd_targets, "analyze": cmd_analyze, "build": cmd_build}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    c = Console(json=getattr(args, "json", False), verbose=args.verbose, quiet=args.quiet, no_color=args.no_color)
+    try:
+        return int(COMMANDS[args.command](args, c))
+    except EdgeforgeError as exc:
+        return _report_error(c, exc.message, exc.hint, exc.exit_code)
+    except KeyboardInterrupt:
+        c.err("interrupted")
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        return ExitCode.OK
+    except Exception as exc:  # a bug: keep the traceback, show one line
+        fd, path = tempfile.mkstemp(prefix="edgeforge-crash-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            traceback.print_exc(file=f)
+        if args.verbose >= 2:
+            traceback.print_exc()
+        return _report_error(c, f"internal error: {type(exc).__name__}: {str(exc)[:200]}",
+                             f"this is a bug in edgeforge; the traceback is in {path}", ExitCode.INTERNAL)
+
+
+def _report_error(c: Console, message: str, hint: str, code: int) -> int:
+    if c.json:
+        c.out(json.dumps({"error": {"message": message, "hint": hint, "exit_code": int(code)}}, indent=2))
+    c.err(c.style("error: ", "1;31") + message)
+    if hint:
+        c.err("hint: " + hint)
+    return int(code)
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout at exit; point it at devnull so a closed pipe is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)

@@ -1,0 +1,108 @@
+"""Human renderings of library results (the JSON renderings are the results' own ``to_json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgeforge.analyze import Analysis
+from edgeforge.budget import Verdict
+from edgeforge.cli.console import Console
+from edgeforge.target.schema import Target
+
+_UNITS = {"model_flash_bytes": "bytes", "model_ram_bytes": "bytes", "latency_ms": "ms", "max_accuracy_drop": ""}
+_LABELS = {"model_flash_bytes": "Flash", "model_ram_bytes": "RAM", "latency_ms": "Latency",
+           "max_accuracy_drop": "Acc. drop"}
+
+
+def human_bytes(n: float) -> str:
+    if n >= 1 << 30:
+        return f"{n / (1 << 30):.2f} GiB"
+    if n >= 1 << 20:
+        return f"{n / (1 << 20):.2f} MiB"
+    if n >= 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{int(n)} B"
+
+
+def _value(v: Verdict, x: float) -> str:
+    if v.budget.endswith("bytes"):
+        return human_bytes(x)
+    if v.budget == "latency_ms":
+        return f"{x:.1f} ms"
+    return f"{x * 100:.2f} pts"
+
+
+def verdict_lines(c: Console, verdicts: tuple[Verdict, ...]) -> list[str]:
+    """PlatformIO-style size bars, one per budget."""
+    lines = []
+    for v in verdicts:
+        label = f"{_LABELS[v.budget]}:".ljust(11)
+        if v.value is None:
+            lines.append(f"{label}[   n/a    ]  budget {_value(v, v.limit)} — {v.basis}")
+            continue
+        ratio = v.value / v.limit if v.limit else float("inf")
+        filled = min(10, max(0, round(ratio * 10)))
+        bar = "=" * filled + " " * (10 - filled)
+        status = c.style("ok", "32") if v.fits else c.style(f"OVER by {_value(v, v.excess or 0)}", "1;31")
+        lines.append(f"{label}[{bar}] {ratio * 100:6.1f}% ({_value(v, v.value)} of {_value(v, v.limit)}) "
+                     f"{status}  [{v.basis.split(':')[0]}]")
+    return lines
+
+
+def layers_table(a: Analysis) -> list[str]:
+    head = f"{'#':>3}  {'op':<22} {'dtype':<8} {'params':>9} {'MACs':>11} {'act. bytes':>10}  output"
+    lines = [head, "-" * len(head)]
+    for r in a.layers:
+        flag = "" if r.supported else f"   <-- not supported by {a.runtime}"
+        lines.append(f"{r.index:>3}  {r.op:<22} {r.dtype:<8} {r.params:>9} {r.macs:>11} {r.activation_bytes:>10}  "
+                     f"{list(r.output_shape)}{flag}")
+    lines.append(f"     {'total':<22} {'':<8} {a.total_params:>9} {a.total_macs:>11}")
+    return lines
+
+
+def analysis_json(a: Analysis, target: Target | None, verdicts: tuple[Verdict, ...]) -> dict[str, Any]:
+    est = a.estimates
+    return {
+        "target": target.id if target else None,
+        "runtime": a.runtime,
+        "layers": [r.to_json() for r in a.layers],
+        "unsupported_ops": list(a.unsupported_ops),
+        "totals": {"params": a.total_params, "macs": a.total_macs, "weight_bytes": a.weight_bytes,
+                   "model_bytes": a.model_bytes, "activation_peak_bytes": a.activation_peak_bytes},
+        "estimates": None if est is None else {
+            "flash_bytes": est.flash_bytes, "flash_basis": est.flash_basis, "ram_bytes": est.ram_bytes,
+            "ram_basis": est.ram_basis, "latency_ms": round(est.latency_ms, 3), "latency_basis": est.latency_basis},
+        "arena": a.arena.to_json() if a.arena else None,
+        "budgets": [v.to_json() for v in verdicts],
+        "notes": list(a.notes),
+    }
+
+
+def target_row(t: Target) -> str:
+    hw = t.hardware
+    return (f"{t.id:<14} {t.kind:<7} {hw['cpu'][:22]:<22} {hw['clock_mhz']:>6} MHz  "
+            f"{human_bytes(hw['flash_bytes']):>10} flash {human_bytes(hw['ram_bytes']):>10} RAM  "
+            f"{','.join(t.runtimes):<7} {', '.join(t.aliases)}")
+
+
+def target_details(t: Target) -> list[str]:
+    hw, b = t.hardware, t.budget
+    feats = ", ".join(k for k, v in hw["features"].items() if v) or "none"
+    lines = [f"{t.id} — {t.name}", f"  profile:      {t.source}", f"  kind:         {t.kind}",
+             f"  aliases:      {', '.join(t.aliases) or '-'}",
+             f"  cpu:          {hw['cpu']} ({hw['arch']}), {hw['cores']} core(s) at {hw['clock_mhz']} MHz; "
+             f"features: {feats}",
+             f"  memory:       {human_bytes(hw['flash_bytes'])} flash, {human_bytes(hw['ram_bytes'])} RAM",
+             f"  budgets:      model flash {human_bytes(b.model_flash_bytes)}, model RAM "
+             f"{human_bytes(b.model_ram_bytes)}, latency {b.latency_ms:g} ms, accuracy drop "
+             f"{b.max_accuracy_drop * 100:g} pts",
+             f"  runtimes:     {', '.join(t.runtimes)}   quantization: {', '.join(t.quantization)}",
+             f"  emits:        {', '.join(t.emit)}",
+             f"  flash tool:   {t.data['flash']['tool']}"]
+    if t.platformio:
+        p = t.platformio
+        lines.append(f"  platformio:   platform={p['platform']} board={p['board']} framework={p['framework']}")
+    if "serial" in t.data:
+        s = t.data["serial"]
+        lines.append(f"  serial:       {s['baud']} baud, reset {s['reset']}")
+    return lines

@@ -1,0 +1,172 @@
+"""Calibration / validation data: ``.npz`` (``x``, optional ``y``), ``.npy``, or a folder of raw
+``.bin`` files (one input tensor each, MLPerf Tiny style) with an optional ``y_labels.csv``.
+
+Data comes in the dtype it was stored in; ``float_view`` and ``model_view`` convert it for a
+float model (calibration, reference) or for the quantized model's own input tensor.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeforge.errors import DataError
+
+LABELS_FILE = "y_labels.csv"
+
+
+@dataclass(frozen=True)
+class InputQuant:
+    """How quantized raw data maps to real values: real = scale * (q - zero_point)."""
+
+    scale: float
+    zero_point: int
+
+
+@dataclass(frozen=True)
+class Dataset:
+    x: np.ndarray  # [N, *sample_shape] in the stored dtype
+    y: np.ndarray | None  # [N] integer class labels
+    source: str
+    quant: InputQuant | None = None  # set when x holds quantized integers of known scale
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def head(self, n: int) -> Dataset:
+        return Dataset(self.x[:n], None if self.y is None else self.y[:n], self.source, self.quant)
+
+
+def _labels_from_csv(path: Path) -> dict[str, int]:
+    labels: dict[str, int] = {}
+    with path.open(newline="") as f:
+        for row in csv.reader(f):
+            if not row or row[0].strip().lower() in ("file", "filename", "name"):
+                continue
+            try:
+                labels[row[0].strip()] = int(row[-1])
+            except ValueError:
+                raise DataError(f"{path}: label {row[-1]!r} of {row[0]!r} is not an integer",
+                                "y_labels.csv rows are: file,num_classes,label") from None
+    return labels
+
+
+def _bin_folder(folder: Path, shape: tuple[int, ...], dtype: np.dtype, quant: InputQuant | None) -> Dataset:
+    files = sorted(folder.glob("*.bin"))
+    if not files:
+        raise DataError(f"{folder} holds no .bin files", "pass a folder of raw input tensors, a .npz or a .npy")
+    elems = math.prod(shape)
+    size = files[0].stat().st_size
+    if size == elems * dtype.itemsize:
+        stored = dtype
+    elif quant is not None and size == elems:
+        stored = np.dtype(np.int8)
+    elif size == elems and dtype.kind == "f":
+        raise DataError(f"{files[0].name} holds {size} bytes: {elems} one-byte values, but the model takes "
+                        f"{dtype.name}", "pass --data-quant SCALE,ZERO_POINT to say how those integers map to "
+                        "real values (e.g. 0.584703,83 for the MLPerf Tiny KWS inputs)")
+    else:
+        raise DataError(f"{files[0].name} holds {size} bytes but one model input {list(shape)} of "
+                        f"{dtype.name} is {elems * dtype.itemsize} bytes",
+                        "each .bin file must hold exactly one input tensor in the model's input dtype")
+    rows = []
+    for f in files:
+        raw = f.read_bytes()
+        if len(raw) != size:
+            raise DataError(f"{f.name} holds {len(raw)} bytes, unlike the others ({size})",
+                            "every .bin file must hold one input tensor")
+        rows.append(np.frombuffer(raw, dtype=stored).reshape(shape))
+    x = np.stack(rows)
+    y = None
+    labels_path = folder / LABELS_FILE
+    if labels_path.is_file():
+        labels = _labels_from_csv(labels_path)
+        missing = [f.name for f in files if f.name not in labels]
+        if missing:
+            raise DataError(f"{LABELS_FILE} has no label for {missing[0]} ({len(missing)} missing)",
+                            "list every .bin file in y_labels.csv, or remove the file to run without labels")
+        y = np.array([labels[f.name] for f in files], dtype=np.int64)
+    return Dataset(x, y, str(folder), quant if stored.itemsize == 1 and dtype.kind == "f" else None)
+
+
+def _conform(x: np.ndarray, shape: tuple[int, ...], source: str) -> np.ndarray:
+    """Reshape [N, ...] samples to ``shape`` when the element count per sample matches."""
+    if x.ndim == 0:
+        raise DataError(f"{source} holds a scalar, not samples", "store an array [N, *input_shape]")
+    elems = math.prod(shape)
+    if x.ndim == len(shape) and tuple(x.shape) == shape and shape and shape[0] == 1 and len(shape) > 1:
+        x = x  # a single sample with its batch dimension
+    per_sample = math.prod(x.shape[1:]) if x.ndim > 1 else 1
+    if per_sample != elems:
+        raise DataError(f"data samples in {source} have shape {list(x.shape[1:])} but the model input is "
+                        f"{list(shape)}", "give one row per sample, each with the model's input shape")
+    return x.reshape((x.shape[0], *shape))
+
+
+def load_dataset(path: str | Path, sample_shape: tuple[int, ...], dtype: np.dtype,
+                 quant: InputQuant | None = None) -> Dataset:
+    """Read data for a model whose single input has ``sample_shape`` (no batch) and ``dtype``."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data not found: {p}", "check the path")
+    if p.is_dir():
+        return _bin_folder(p, sample_shape, dtype, quant)
+    try:
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                if "x" not in z.files:
+                    raise DataError(f"{p.name} has no array 'x' (found {', '.join(z.files) or 'none'})",
+                                    "save with np.savez(path, x=inputs, y=labels)")
+                x = np.asarray(z["x"])
+                y = np.asarray(z["y"]).astype(np.int64).reshape(-1) if "y" in z.files else None
+        elif p.suffix == ".npy":
+            x, y = np.load(p, allow_pickle=False), None
+        else:
+            raise DataError(f"{p.name}: unknown data format", "use .npz (x, optional y), .npy, or a folder of .bin")
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"cannot read {p.name}: {str(exc).splitlines()[0][:200]}",
+                        "the file is corrupt or not a NumPy file") from None
+    x = _conform(x, sample_shape, p.name)
+    if y is not None and len(y) != len(x):
+        raise DataError(f"{p.name}: {len(x)} samples but {len(y)} labels", "x and y must have one entry per sample")
+    q = quant if quant is not None and x.dtype.kind in "iu" and x.dtype.itemsize == 1 else None
+    return Dataset(x, y, str(p), q)
+
+
+def float_view(ds: Dataset) -> np.ndarray:
+    """Real-valued samples for a float model (dequantized when the data is quantized)."""
+    if ds.quant is not None:
+        return (ds.x.astype(np.float32) - ds.quant.zero_point) * np.float32(ds.quant.scale)
+    if ds.x.dtype.kind not in "fiu":
+        raise DataError(f"data in {ds.source} has dtype {ds.x.dtype}", "use numeric arrays")
+    return ds.x.astype(np.float32)
+
+
+def model_view(ds: Dataset, dtype: str, scale: float | None, zero_point: int | None) -> np.ndarray:
+    """Samples in the dtype of a model input, quantized with its parameters when it is integer."""
+    target = np.dtype(dtype)
+    if ds.x.dtype == target and (ds.quant is None or target.kind != "f"):
+        if ds.quant is None or scale is None or (
+            abs(ds.quant.scale - scale) <= 1e-6 * max(scale, 1e-12) and ds.quant.zero_point == zero_point
+        ):
+            return ds.x
+    real = float_view(ds)
+    if target.kind == "f":
+        return real.astype(target)
+    if not scale:
+        raise DataError(f"the model input is {dtype} without quantization parameters",
+                        "edgeforge cannot map real-valued data onto it")
+    info = np.iinfo(target)
+    q = np.round(real / scale) + (zero_point or 0)
+    return np.clip(q, info.min, info.max).astype(target)
+
+
+def synthetic(sample_shape: tuple[int, ...], n: int = 100, seed: int = 0) -> np.ndarray:
+    """Fallback calibration data: standard normal, seeded so builds stay deterministic."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, *sample_shape)).astype(np.float32)

@@ -1,0 +1,1 @@
+"""Model import (``load``), conversion (``convert``) and the .tflite reader (``tflite``)."""

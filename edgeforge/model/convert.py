@@ -1,0 +1,255 @@
+"""Conversion to .tflite and post-training quantization.
+
+TensorFlow sources (SavedModel, .keras, .h5) all go one way: to a SavedModel, then through the
+serving signature's concrete function with the batch fixed to 1, then ``TFLiteConverter``.
+That one path also handles TF 2.x-era SavedModels that ``from_saved_model`` rejects, and
+Keras 3 models (which ``from_keras_model`` cannot convert). A float ``.tflite`` source has no
+graph to re-convert: it is quantized with ``ai-edge-quantizer`` instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeforge.errors import ModelError, ToolMissingError, UnsupportedOpError
+from edgeforge.model.load import SourceModel
+from edgeforge.model.tflite import read_tflite
+from edgeforge.quiet import captured_output, quiet_tensorflow_env
+
+SCHEMES = ("int8", "float16", "dynamic-int8", "float32")
+
+
+@cache
+def tensorflow() -> Any:
+    quiet_tensorflow_env()
+    try:
+        with captured_output():
+            import tensorflow as tf
+    except ImportError:
+        raise ToolMissingError("TensorFlow is not installed", "pip install 'edgeforge' (it depends on tensorflow)") from None
+    tf.get_logger().setLevel("ERROR")
+    return tf
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+class TFGraph:
+    """A TensorFlow model ready for the converter: a batch-1 concrete function and its owner."""
+
+    def __init__(self, source: SourceModel) -> None:
+        self.source = source
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgeforge-sm-")
+        saved_model = self._saved_model_dir(source, Path(self._tmp.name) / "saved_model")
+        self.trackable, self.function, self.inputs = self._concrete(saved_model)
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def _saved_model_dir(self, source: SourceModel, dest: Path) -> Path:
+        if source.format == "savedmodel":
+            return source.path
+        model = self._load_keras(source)
+        with captured_output():
+            if hasattr(model, "export"):  # Keras 3
+                model.export(str(dest))
+            else:  # tf_keras (Keras 2)
+                tensorflow().saved_model.save(model, str(dest))
+        return dest
+
+    @staticmethod
+    def _load_keras(source: SourceModel) -> Any:
+        tensorflow()
+        errors = []
+        try:
+            import keras
+
+            with captured_output():
+                return keras.models.load_model(source.path, compile=False)
+        except Exception as exc:  # Keras raises ValueError/TypeError/OSError... on old or corrupt files
+            errors.append(f"Keras 3: {_first_line(exc)}")
+        if source.format == "h5":
+            try:
+                import tf_keras
+
+                with captured_output():
+                    return tf_keras.models.load_model(source.path, compile=False)
+            except ImportError:
+                errors.append("tf_keras: not installed (pip install tf-keras)")
+            except Exception as exc:
+                errors.append(f"tf_keras: {_first_line(exc)}")
+        raise ModelError(f"cannot load {source.path.name}: " + "; ".join(errors),
+                         "the file is corrupt or was not saved by Keras; re-save it with model.save()")
+
+    @staticmethod
+    def _concrete(saved_model: Path) -> tuple[Any, Any, list[InputSpec]]:
+        tf = tensorflow()
+        try:
+            with captured_output():
+                loaded = tf.saved_model.load(str(saved_model))
+        except Exception as exc:
+            raise ModelError(f"cannot load SavedModel {saved_model}: {_first_line(exc)}",
+                             "the folder is corrupt or incomplete (saved_model.pb and variables/ are needed)") from None
+        sigs = dict(getattr(loaded, "signatures", {}) or {})
+        if not sigs:
+            raise ModelError(f"SavedModel {saved_model} has no serving signature",
+                             "re-export it with a signature (tf.saved_model.save(..., signatures=...))")
+        sig = sigs.get("serving_default") or sigs.get("serve") or next(iter(sigs.values()))
+        specs = sig.structured_input_signature[1]
+        names = sorted(specs)
+        fixed: list[Any] = []
+        inputs: list[InputSpec] = []
+        for name in names:
+            spec = specs[name]
+            dims = list(spec.shape)
+            if dims and dims[0] is None:
+                dims[0] = 1  # fix the batch: integer conversion and MCUs need static shapes
+            if any(d is None for d in dims):
+                raise ModelError(f"input {name!r} has a dynamic shape {spec.shape}",
+                                 "export the model with fixed input sizes (only the batch may be dynamic)")
+            fixed.append(tf.TensorSpec(dims, spec.dtype, name=name))
+            inputs.append(InputSpec(name, tuple(int(d) for d in dims), spec.dtype.name))
+
+        @tf.function(input_signature=fixed)
+        def serve(*args: Any) -> Any:
+            return sig(**dict(zip(names, args)))
+
+        with captured_output():
+            function = serve.get_concrete_function()
+        return loaded, function, inputs
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def _converter_error(exc: Exception, scheme: str) -> Exception:
+    text = str(exc)
+    ops = sorted({w.strip("'\",.:") for w in text.replace("(", " ").split() if w.isupper() and "_" in w})
+    if "not supported" in text.lower() or "failed to legalize" in text.lower() or "ops that can be supported" in text:
+        return UnsupportedOpError(f"the converter cannot produce a {scheme} model: {_first_line(exc)}",
+                                  f"ops involved: {', '.join(ops) or 'see -v output'}; try another --quantization "
+                                  "or replace the op in the model")
+    return ModelError(f"conversion to {scheme} failed: {_first_line(exc)}", "run with -v for the converter's log")
+
+
+def convert_tf(graph: TFGraph, scheme: str, calibration: np.ndarray | None) -> bytes:
+    """Convert ``graph`` with quantization ``scheme``; ``calibration`` is float input, [N, ...]."""
+    tf = tensorflow()
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([graph.function], graph.trackable)
+    if scheme == "int8":
+        if calibration is None:
+            raise ValueError("int8 conversion needs calibration data")
+        samples = calibration.astype(np.float32)
+
+        def representative() -> Any:
+            for i in range(len(samples)):
+                yield [samples[i : i + 1]]
+
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    elif scheme == "float16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif scheme == "dynamic-int8":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    try:
+        with captured_output():
+            return bytes(conv.convert())
+    except Exception as exc:  # ConverterError and friends
+        raise _converter_error(exc, scheme) from None
+
+
+def _with_signature(data: bytes) -> bytes:
+    """Add a ``serving_default`` signature (ai-edge-quantizer needs one; old converters wrote none)."""
+    import flatbuffers
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    if model.signatureDefs:
+        return data
+    sg = model.subgraphs[0]
+
+    def tensor_map(i: int) -> Any:
+        m = schema.TensorMapT()
+        m.name, m.tensorIndex = sg.tensors[i].name, i
+        return m
+
+    sig = schema.SignatureDefT()
+    sig.signatureKey, sig.subgraphIndex = "serving_default", 0
+    sig.inputs = [tensor_map(i) for i in sg.inputs]
+    sig.outputs = [tensor_map(i) for i in sg.outputs]
+    model.signatureDefs = [sig]
+    builder = flatbuffers.Builder(len(data) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def quantize_tflite(data: bytes, scheme: str, calibration: np.ndarray | None) -> bytes:
+    """Quantize a float .tflite (no TF graph to re-convert) with ai-edge-quantizer."""
+    if scheme == "float32":
+        return data
+    try:
+        from ai_edge_quantizer import quantizer, recipe
+    except ImportError:
+        raise ToolMissingError("quantizing a float .tflite needs ai-edge-quantizer",
+                               "pip install ai-edge-quantizer, or pass the Keras/SavedModel source instead") from None
+    recipes = {"int8": recipe.static_wi8_ai8, "dynamic-int8": recipe.dynamic_wi8_afp32}
+    if scheme not in recipes:
+        raise ModelError(f"a .tflite source cannot be converted to {scheme}",
+                         "pass the Keras/SavedModel source, or choose --quantization int8 or dynamic-int8")
+    signed = _with_signature(data)
+    info = read_tflite(signed)
+    try:
+        with captured_output():
+            q = quantizer.Quantizer(signed, recipes[scheme]())
+            result = None
+            if scheme == "int8":
+                assert calibration is not None
+                name = info.input_tensors()[0].name
+                samples = [{name: calibration[i : i + 1].astype(np.float32)} for i in range(len(calibration))]
+                result = q.calibrate({"serving_default": samples})
+            out = bytes(q.quantize(result).quantized_model)
+            if scheme == "int8":
+                from tensorflow.lite.python import util
+
+                tf = tensorflow()
+                out = bytes(util.modify_model_io_type(out, tf.int8, tf.int8))
+    except Exception as exc:
+        raise _converter_error(exc, scheme) from None
+    return out
+
+
+_CACHE: dict[tuple[str, str, str], bytes] = {}
+
+
+def cache_key(source: SourceModel, scheme: str, calibration: np.ndarray | None) -> tuple[str, str, str]:
+    digest = hashlib.sha256(calibration.tobytes()).hexdigest() if calibration is not None else "-"
+    return (source.sha256, scheme, digest)
+
+
+def convert(source: SourceModel, scheme: str, calibration: np.ndarray | None, graph: TFGraph | None) -> bytes:
+    """The model as .tflite with ``scheme``; memoised per (model, scheme, calibration) in-process."""
+    key = cache_key(source, scheme, calibration)
+    if key not in _CACHE:
+        if source.tflite is not None:
+            _CACHE[key] = quantize_tflite(source.tflite, scheme, calibration)
+        else:
+            assert graph is not None
+            _CACHE[key] = convert_tf(graph, scheme, calibration)
+    return _CACHE[key]
