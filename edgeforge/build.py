@@ -256,6 +256,7 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
         val = load_dataset(opts.val, prepared.sample_shape, np.dtype(prepared.data_dtype), opts.data_quant)
     elif ds is not None:
         warnings.append("no --val data: accuracy is measured on the calibration data")
+        reporter.warning(warnings[-1])
     accuracy = None
     if val is not None:
         reporter.stage(f"evaluating on {len(val)} samples")

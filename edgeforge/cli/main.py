@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     c = Console(json=getattr(args, "json", False), verbose=args.verbose, quiet=args.quiet, no_color=args.no_color)
+    if not args.verbose:
+        warnings.simplefilter("ignore")  # third-party UserWarnings are noise to a user; -v shows them
     try:
         return int(COMMANDS[args.command](args, c))
     except EdgeforgeError as exc:
