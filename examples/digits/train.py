@@ -17,7 +17,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     args = parser.parse_args()
 
-    import keras
+    from edgeforge.quiet import captured_output, quiet_tensorflow_env
+
+    quiet_tensorflow_env()
+    with captured_output():  # TensorFlow's start-up chatter
+        import keras
     import numpy as np
     from sklearn.datasets import load_digits
 
@@ -35,11 +39,11 @@ def main() -> None:
         keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
         keras.layers.MaxPooling2D(2),
         keras.layers.DepthwiseConv2D(3, padding="same", activation="relu"),
-        keras.layers.Conv2D(24, 1, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Conv2D(32, 1, activation="relu"),
+        keras.layers.Flatten(),
         keras.layers.Dense(10, activation="softmax"),
     ])
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(0.005), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=64, verbose=0, shuffle=False)
     _, acc = model.evaluate(x_val, y_val, verbose=0)
 
