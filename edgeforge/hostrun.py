@@ -13,7 +13,24 @@ from edgeforge.errors import ModelError, ToolMissingError, UnsupportedOpError
 from edgeforge.quiet import captured_output
 
 
+def verify_flatbuffer(model: bytes) -> None:
+    """Run LiteRT's flatbuffer verifier: TFLite Micro trusts its input and crashes on malformed offsets."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return  # nothing to verify with; read_tflite's checks still ran
+    try:
+        with captured_output():
+            Interpreter(model_content=model)
+    except ValueError as exc:
+        if "not a valid flatbuffer" in str(exc).lower():
+            raise ModelError("the .tflite file is corrupt: it fails the flatbuffer verifier",
+                             "re-export the model; the file was damaged") from None
+        # other construction errors (e.g. unresolved custom ops) are reported where they matter
+
+
 def tflm_interpreter(model: bytes, arena_size: int | None = None) -> Any:
+    verify_flatbuffer(model)
     try:
         from tflite_micro.python.tflite_micro import runtime
     except ImportError:

@@ -141,6 +141,8 @@ def _info(model: Any, data: bytes) -> ModelInfo:
     buffers = model.buffers or []
     tensors: list[TensorInfo] = []
     for i, t in enumerate(sg.tensors or []):
+        if not 0 <= t.buffer < max(len(buffers), 1):
+            raise _corrupt(f"tensor {i} points to buffer {t.buffer} of {len(buffers)}")
         buf = buffers[t.buffer] if 0 < t.buffer < len(buffers) else None
         has_data = buf is not None and (
             (buf.data is not None and len(buf.data) > 0) or (getattr(buf, "offset", 0) or 0) > 1
@@ -152,6 +154,13 @@ def _info(model: Any, data: bytes) -> ModelInfo:
         sig = tuple(int(d) for d in (t.shapeSignature if t.shapeSignature is not None else shape))
         dtype = _DTYPES.get(ttypes.get(t.type, "?"), (ttypes.get(t.type, "unknown").lower(), 4.0))[0]
         tname = t.name.decode("utf-8", "replace") if isinstance(t.name, bytes) else str(t.name or "")
+        if any(d < 0 for d in shape) or any(d < -1 for d in sig):
+            raise _corrupt(f"tensor {tname!r} has a negative dimension {list(shape)}")
+        if len(zp) not in (0, len(scale)) or (len(scale) > 1 and (
+                q is None or not 0 <= q.quantizedDimension < len(shape) or shape[q.quantizedDimension] != len(scale))):
+            raise _corrupt(f"tensor {tname!r} has inconsistent per-channel quantization")
+        if dtype in ("int8", "uint8", "int16") and not scale and not has_data:
+            raise _corrupt(f"quantized tensor {tname!r} has no scale")
         info = TensorInfo(i, tname, shape, sig, dtype, scale, zp, int(q.quantizedDimension if q else 0),
                           has_data, bool(t.isVariable))
         if has_data and buf.data is not None and len(buf.data) < info.nbytes and dtype != "string":
@@ -161,6 +170,8 @@ def _info(model: Any, data: bytes) -> ModelInfo:
     codes = model.operatorCodes or []
     ops: list[OpInfo] = []
     for i, op in enumerate(sg.operators or []):
+        if not 0 <= op.opcodeIndex < len(codes):
+            raise _corrupt(f"op {i} names operator code {op.opcodeIndex} of {len(codes)}")
         code = codes[op.opcodeIndex]
         value = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
         name = builtin.get(value, f"BUILTIN_{value}")
@@ -170,12 +181,25 @@ def _info(model: Any, data: bytes) -> ModelInfo:
         ops.append(OpInfo(i, name, tuple(int(x) for x in op.inputs if x is not None),
                           tuple(int(x) for x in op.outputs), _options(op)))
     desc = model.description.decode("utf-8", "replace") if isinstance(model.description, bytes) else ""
-    n = len(tensors)
-    for idx in list(sg.inputs) + list(sg.outputs):
-        if not 0 <= idx < n:
-            raise ModelError("the model's input/output list points past its tensors", "re-export the model")
+    _check_graph(tensors, ops, list(sg.inputs if sg.inputs is not None else []),
+                 list(sg.outputs if sg.outputs is not None else []))
     return ModelInfo(len(data), tuple(tensors), tuple(ops), tuple(int(i) for i in sg.inputs),
                      tuple(int(o) for o in sg.outputs), len(model.subgraphs), desc)
+
+
+def _corrupt(detail: str) -> ModelError:
+    return ModelError(f"the .tflite file is corrupt: {detail}", "re-export the model; the file was damaged")
+
+
+def _check_graph(tensors: list[TensorInfo], ops: list[OpInfo], inputs: list[int], outputs: list[int]) -> None:
+    """Every index the graph uses must name a tensor: native interpreters do not check, they crash."""
+    n = len(tensors)
+    for idx in inputs + outputs:
+        if not 0 <= idx < n:
+            raise _corrupt(f"a model input/output names tensor {idx} of {n}")
+    for op in ops:
+        if any(not -1 <= i < n for i in op.inputs) or any(not 0 <= o < n for o in op.outputs):
+            raise _corrupt(f"op {op.index} ({op.op}) names a tensor outside 0..{n - 1}")
 
 
 def numpy_dtype(dtype: str) -> np.dtype:
