@@ -291,7 +291,10 @@ def emit_files(prepared: Prepared, target: Target, opts: BuildOptions, analysis:
         "arena": {"measured": arena.total if arena else 0, "emitted": arena.emitted if arena else 0,
                   "margin_percent": round(arena.margin * 100) if arena else 0},
         "bench": {"runs": 50, "warmup": 5, "threads": int(target.hardware["cores"])},
-        "remote_dir": target.data["flash"].get("remote_dir", "/tmp/edgeforge"),
+        "remote_dir": target.data["flash"].get("remote_dir", "edgeforge"),
+        # where ANDROID.md's adb lines push to, whichever target the bundle was built for
+        "android_dir": target.data["flash"]["remote_dir"] if target.data["flash"]["tool"] == "adb"
+        else "/data/local/tmp/edgeforge",
     }
     files: dict[str, bytes] = {"model.tflite": prepared.model}
     if "carray" in target.emit or "platformio" in target.emit:
