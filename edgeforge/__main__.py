@@ -2,4 +2,5 @@
 
 from edgeforge.cli.main import entry
 
-entry()
+if __name__ == "__main__":  # guarded: worker processes import this module without running it
+    entry()
