@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO := build/examples/digits
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all golden clean
+.PHONY: setup toolchain demo test test-all bench golden clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
@@ -19,6 +19,15 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Debian's Cortex-M cross-compiler, for the native runtime's exact image sizes. Installed when missing
+# and possible (root with apt); otherwise the tests that need it skip and sizes are estimates.
+toolchain:
+	@if command -v arm-none-eabi-gcc >/dev/null 2>&1; then echo "arm-none-eabi-gcc: present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && apt-get install -y -qq gcc-arm-none-eabi libnewlib-arm-none-eabi >/dev/null && \
+	  echo "arm-none-eabi-gcc: installed"; \
+	else echo "arm-none-eabi-gcc: missing (sudo apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi)"; fi
 
 demo: setup
 	$(BIN)/python examples/digits/train.py --out $(DEMO)
@@ -32,6 +41,10 @@ test: setup
 # Everything, unreduced.
 test-all: setup
 	EDGEFORGE_FULL_TESTS=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The native runtime against TFLite Micro on the MLPerf Tiny models, as ratios measured in one run.
+bench: setup
+	$(BIN)/python benchmarks/bench_native.py
 
 # Rewrite the golden files under tests/golden/ from the current templates.
 golden: setup

@@ -99,6 +99,9 @@ class Analysis:
     estimates: Estimates | None
     arena: ArenaMeasurement | None
     notes: tuple[str, ...] = field(default=())
+    #: the native runtime's plan next to TFLM's measured arena: arena_bytes, lower_bound_bytes,
+    #: tflm_like_head_bytes, const_bytes; or {"unavailable": reason}
+    native: dict[str, Any] | None = None
 
 
 def estimate(info: ModelInfo, target: Target, runtime: str, arena: ArenaMeasurement | None,
@@ -113,8 +116,8 @@ def estimate(info: ModelInfo, target: Target, runtime: str, arena: ArenaMeasurem
     perf = target.data["perf"]
     clock_hz = float(target.hardware["clock_mhz"]) * 1e6
     latency = total_macs * float(perf["cycles_per_mac"]) / clock_hz * 1e3
-    flash_basis = "the .tflite flatbuffer stored in flash (interpreter code not included)" if runtime == "tflm" \
-        else "the .tflite file"
+    flash_basis = "measured: the .tflite flatbuffer stored in flash (interpreter code not included)" \
+        if runtime == "tflm" else "measured: the .tflite file"
     return Estimates(info.size, flash_basis, ram, ram_basis, latency,
                      f"estimated: {total_macs} MACs x {perf['cycles_per_mac']} cycles/MAC at "
                      f"{target.hardware['clock_mhz']} MHz ({perf['source']})")

@@ -4,7 +4,7 @@ budget verdicts -> emit -> write atomically with a manifest. Also ``analyze`` on
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,8 @@ from edgeforge.events import NullReporter, Reporter
 from edgeforge.model import convert as conv
 from edgeforge.model.load import SourceModel, load_model
 from edgeforge.model.tflite import ModelInfo, read_tflite
+from edgeforge.native.emit import prepare_native
+from edgeforge.native.stage import NativeResult, native_stage
 from edgeforge.output import sha256, write_tree
 from edgeforge.runtimes import runtime_support
 from edgeforge.target.schema import Budget, Target
@@ -71,10 +73,11 @@ class BuildResult:
     verdicts: tuple[Verdict, ...]
     accuracy: Accuracy | None
     warnings: tuple[str, ...] = field(default=())
+    link_error: str | None = None  # the native image did not link into the board's memory
 
     @property
     def fits(self) -> bool:
-        return all(v.fits is not False for v in self.verdicts)
+        return self.link_error is None and all(v.fits is not False for v in self.verdicts)
 
     @property
     def missed(self) -> list[Verdict]:
@@ -170,7 +173,8 @@ def prepare(model_path: Path, target: Target, scheme: str, runtime: str, data: P
 
 
 def _arena(prepared: Prepared, reporter: Reporter) -> ArenaMeasurement | None:
-    if prepared.runtime != "tflm":
+    """TFLM's arena, measured: the figure for TFLM builds, the comparison for native ones."""
+    if prepared.runtime == "litert" or runtime_support("tflm").unsupported(prepared.info.op_names):
         return None
     reporter.stage("measuring the TFLite Micro arena")
     return measure_arena(prepared.model, prepared.info)
@@ -195,11 +199,21 @@ def analyze(model_path: Path, target: Target | None, data: Path | None = None,
         return None, analyze_model(info, None, "litert", None)
     scheme, runtime = _choose(target, None, None)
     prepared, _ = prepare(model_path, target, scheme, runtime, data, data_quant, 100, reporter)
-    support = runtime_support(runtime)
-    arena = None
-    if not support.unsupported(prepared.info.op_names):
-        arena = _arena(prepared, reporter)
-    return prepared, analyze_model(prepared.info, target, runtime, arena)
+    arena = _arena(prepared, reporter)
+    analysis = analyze_model(prepared.info, target, runtime, arena)
+    if "native" in target.runtimes:
+        reporter.stage("planning the native runtime's arena")
+        analysis = replace(analysis, native=_native_summary(prepared))
+    return prepared, analysis
+
+
+def _native_summary(prepared: Prepared) -> dict[str, Any]:
+    try:
+        nm = prepare_native(prepared.info, prepared.model)
+    except UnsupportedOpError as exc:
+        return {"unavailable": exc.message}
+    return {"arena_bytes": nm.plan.arena_bytes, "lower_bound_bytes": nm.plan.lower_bound,
+            "tflm_like_head_bytes": nm.tflm_like_head, "const_bytes": nm.const_bytes}
 
 
 def verdicts(analysis: Analysis, budget: Budget, accuracy: Accuracy | None) -> tuple[Verdict, ...]:
@@ -215,7 +229,7 @@ def verdicts(analysis: Analysis, budget: Budget, accuracy: Accuracy | None) -> t
     else:
         acc_basis = "not evaluated: no validation data"
     return (
-        Verdict("model_flash_bytes", budget.model_flash_bytes, est.flash_bytes, "measured: " + est.flash_basis),
+        Verdict("model_flash_bytes", budget.model_flash_bytes, est.flash_bytes, est.flash_basis),
         Verdict("model_ram_bytes", budget.model_ram_bytes, est.ram_bytes, est.ram_basis),
         Verdict("latency_ms", budget.latency_ms, round(est.latency_ms, 3), est.latency_basis),
         Verdict("max_accuracy_drop", budget.max_accuracy_drop, drop, acc_basis),
@@ -246,12 +260,23 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     prepared, ds = prepare(model_path, target, scheme, runtime, opts.data, opts.data_quant, opts.calib_samples,
                            reporter)
     warnings = list(prepared.warnings)
-    unsupported = runtime_support(runtime).unsupported(prepared.info.op_names)
-    if unsupported:
-        raise UnsupportedOpError(f"runtime {runtime} of target {target.id} cannot run op(s) {', '.join(unsupported)}",
-                                 "replace those ops in the model, or choose a target/--runtime that supports them")
+    native = None
+    if runtime == "native":
+        reporter.stage("lowering to native C and planning the arena")
+        native = native_stage(prepared.info, prepared.model, target, _base_context(prepared, target))
+        if native.arm is not None and native.arm.link_error:
+            warnings.append(f"the native image does not fit {target.id}: {native.arm.link_error}")
+            reporter.warning(warnings[-1])
+    else:
+        unsupported = runtime_support(runtime).unsupported(prepared.info.op_names)
+        if unsupported:
+            raise UnsupportedOpError(
+                f"runtime {runtime} of target {target.id} cannot run op(s) {', '.join(unsupported)}",
+                "replace those ops in the model, or choose a target/--runtime that supports them")
     arena = _arena(prepared, reporter)
     analysis = analyze_model(prepared.info, target, runtime, arena)
+    if native is not None:
+        analysis = with_native_estimates(analysis, native)
 
     val = ds
     if opts.val is not None:
@@ -267,11 +292,15 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     checks = verdicts(analysis, budget, accuracy)
 
     reporter.stage("emitting artifacts")
-    files = emit_files(prepared, target, opts, analysis, labels)
+    files = emit_files(prepared, target, opts, analysis, labels, native)
     manifest = make_manifest(prepared, target, opts, analysis, accuracy, checks, files, warnings)
+    if native is not None:
+        manifest["native"] = native.to_json(arena.total if arena else None)
+        manifest["fits"] = manifest["fits"] and not (native.arm and native.arm.link_error)
     files["manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     write_tree(opts.out_dir, files)
-    return BuildResult(opts.out_dir, manifest, analysis, checks, accuracy, tuple(warnings))
+    link_error = native.arm.link_error if native is not None and native.arm is not None else None
+    return BuildResult(opts.out_dir, manifest, analysis, checks, accuracy, tuple(warnings), link_error)
 
 
 def compression_label(prepared: Prepared) -> str:
@@ -279,8 +308,21 @@ def compression_label(prepared: Prepared) -> str:
             "dynamic-range int8 weights, float activations", "float32": "float32 (no quantization)"}[prepared.scheme]
 
 
+def _base_context(prepared: Prepared, target: Target) -> dict[str, Any]:
+    return {"version": __version__, "target_id": target.id, "model_name": prepared.source.name}
+
+
+def with_native_estimates(analysis: Analysis, native: NativeResult) -> Analysis:
+    est = analysis.estimates
+    assert est is not None
+    flash, flash_basis = native.flash
+    ram, ram_basis = native.ram
+    return replace(analysis, estimates=replace(est, flash_bytes=flash, flash_basis=flash_basis, ram_bytes=ram,
+                                               ram_basis=ram_basis))
+
+
 def emit_files(prepared: Prepared, target: Target, opts: BuildOptions, analysis: Analysis,
-               labels: list[str] | None) -> dict[str, bytes]:
+               labels: list[str] | None, native: NativeResult | None = None) -> dict[str, bytes]:
     arena = analysis.arena
     base: dict[str, Any] = {
         "version": __version__,
@@ -297,7 +339,9 @@ def emit_files(prepared: Prepared, target: Target, opts: BuildOptions, analysis:
         else "/data/local/tmp/edgeforge",
     }
     files: dict[str, bytes] = {"model.tflite": prepared.model}
-    if "carray" in target.emit or "platformio" in target.emit:
+    if native is not None:
+        files.update({f"native/{k}": v for k, v in native.files.items()})
+    elif "carray" in target.emit or "platformio" in target.emit:
         ctx = mcu.tflm_context(base, prepared.model, prepared.info, opts.symbol)
         if "carray" in target.emit:
             files.update({f"tflm/{k}": v for k, v in mcu.carray(ctx).items()})

@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     _data_args(b, calibration_only=False)
     b.add_argument("--quantization", choices=["int8", "float16", "dynamic-int8", "float32"],
                    help="compression scheme (default: the target's first)")
-    b.add_argument("--runtime", choices=["tflm", "litert"], help="runtime (default: the target's)")
+    b.add_argument("--runtime", choices=["tflm", "native", "litert"],
+                   help="runtime (default: the target's); native = ahead-of-time C, no interpreter")
     b.add_argument("--flash-budget", metavar="SIZE", help="override the model flash budget (e.g. 256K)")
     b.add_argument("--ram-budget", metavar="SIZE", help="override the model RAM budget (e.g. 64K)")
     b.add_argument("--latency-budget-ms", type=float, metavar="MS", help="override the latency budget")
@@ -74,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--symbol", default="g_model", help="C symbol of the model array (default g_model)")
     b.add_argument("--templates-dir", type=Path, action="append", default=[], metavar="DIR",
                    help="folder of templates overriding the bundled ones")
+    r = sub.add_parser("run", parents=[common], help="run a build on this machine (native, TFLM or LiteRT)",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("build_dir", type=Path, help="the --out folder of `edgeforge build`")
+    r.add_argument("--input", "-i", type=Path, required=True,
+                   help="inputs: .npy, .npz (x) or a folder of .bin, in the model's input dtype (a batch)")
+    r.add_argument("--output", "-o", type=Path, default=Path("outputs.npy"),
+                   help="where to write the outputs as .npy (default outputs.npy)")
     return parser
 
 
@@ -158,6 +166,11 @@ def cmd_analyze(args: argparse.Namespace, c: Console) -> int:
     if a.arena:
         c.out(f"TFLM arena: {a.arena.total} B measured, {a.arena.emitted} B with a "
               f"{a.arena.margin * 100:.0f}% margin (head {a.arena.head} B, tail {a.arena.tail} B)")
+    if a.native:
+        n = a.native
+        c.out(f"native runtime: {n['unavailable']}" if "unavailable" in n else
+              f"native runtime: arena {n['arena_bytes']} B planned (live-set lower bound {n['lower_bound_bytes']} B, "
+              f"TFLM-style plan {n['tflm_like_head_bytes']} B), constants {n['const_bytes']} B in flash")
     if checks:
         c.out("")
         c.out("\n".join(verdict_lines(c, checks)))
@@ -207,6 +220,15 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
     c.out("\n".join(verdict_lines(c, result.verdicts)))
     c.out("")
     c.out(f"artifacts: {out}/ — " + ", ".join(sorted({a.split('/')[0] for a in m['artifacts']} | {'manifest.json'})))
+    if "native" in m:
+        n = m["native"]
+        tflm = f", TFLM arena {n['tflm_measured_arena_bytes']} B measured" if n["tflm_measured_arena_bytes"] else ""
+        c.out(f"native:    arena {n['arena_bytes']} B (lower bound {n['lower_bound_bytes']} B{tflm}), "
+              f"constants {n['const_bytes']} B" + (f", image flash {n['arm']['flash_bytes']} B / RAM "
+                                                    f"{n['arm']['ram_bytes']} B incl. {n['arm']['stack']} B stack"
+                                                    if n["arm"] and not n["arm"]["link_error"] else ""))
+    if result.link_error:
+        c.err(f"does not fit {target.id}: the image fails to link: {result.link_error}")
     if result.fits:
         c.out(c.style("fits every budget", "32"))
     else:
@@ -222,7 +244,27 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
     return code
 
 
-COMMANDS = {"targets": cmd_targets, "analyze": cmd_analyze, "build": cmd_build}
+def cmd_run(args: argparse.Namespace, c: Console) -> int:
+    import numpy as np
+
+    from edgeforge.run import run_build
+
+    result = run_build(args.build_dir, args.input)
+    try:
+        np.save(args.output, result.outputs)
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.output}: {exc.strerror}", "choose another --output") from None
+    doc = {"output": str(args.output), "runtime": result.runtime, "samples": result.samples,
+           "shape": list(result.outputs.shape), "dtype": str(result.outputs.dtype)}
+    if c.json:
+        c.out(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        c.out(f"ran {result.samples} input(s) with the {result.runtime} runtime on this machine -> {args.output} "
+              f"({result.outputs.dtype} {list(result.outputs.shape)})")
+    return 0
+
+
+COMMANDS = {"targets": cmd_targets, "analyze": cmd_analyze, "build": cmd_build, "run": cmd_run}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -73,6 +73,7 @@ def analysis_json(a: Analysis, target: Target | None, verdicts: tuple[Verdict, .
             "flash_bytes": est.flash_bytes, "flash_basis": est.flash_basis, "ram_bytes": est.ram_bytes,
             "ram_basis": est.ram_basis, "latency_ms": round(est.latency_ms, 3), "latency_basis": est.latency_basis},
         "arena": a.arena.to_json() if a.arena else None,
+        "native": a.native,
         "budgets": [v.to_json() for v in verdicts],
         "notes": list(a.notes),
     }

@@ -202,5 +202,29 @@ def _check_graph(tensors: list[TensorInfo], ops: list[OpInfo], inputs: list[int]
             raise _corrupt(f"op {op.index} ({op.op}) names a tensor outside 0..{n - 1}")
 
 
+def constant_data(model: bytes, index: int) -> np.ndarray:
+    """The stored data of constant tensor ``index`` of subgraph 0, as a 1-D array of its dtype.
+
+    INT4 tensors come back as their packed bytes (uint8, two values per byte, low nibble first).
+    """
+    m = _parsed(model)
+    t = m.subgraphs[0].tensors[index]
+    buf = m.buffers[t.buffer]
+    if buf.data is not None and len(buf.data) > 0:
+        raw = bytes(np.asarray(buf.data, dtype=np.uint8))
+    elif (getattr(buf, "offset", 0) or 0) > 1:
+        raw = model[buf.offset : buf.offset + buf.size]
+    else:
+        raise ModelError(f"tensor {index} holds no constant data", "this is a bug in edgeforge's lowering")
+    name = _enum_names("TensorType").get(t.type, "")
+    dtype = "uint8" if name == "INT4" else _DTYPES[name][0]
+    return np.frombuffer(raw, dtype=np.dtype(dtype)).copy()
+
+
+@cache
+def _parsed(model: bytes) -> Any:
+    return _schema().ModelT.InitFromPackedBuf(bytearray(model), 0)
+
+
 def numpy_dtype(dtype: str) -> np.dtype:
     return np.dtype(dtype)

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-RUNTIMES = ("tflm", "litert")
+RUNTIMES = ("tflm", "litert", "native")
 QUANTIZATIONS = ("int8", "float16", "dynamic-int8", "float32")
 EMITTERS = ("carray", "platformio", "bundle")
 KINDS = ("mcu", "sbc", "mobile")
@@ -78,6 +78,15 @@ TARGET_SCHEMA: dict[str, Any] = _strict(
                 "board_build_partitions": {"type": "string"},
             },
             ["env", "platform", "board", "framework", "lib_deps", "monitor_speed", "tflm_header"],
+        ),
+        "toolchain": _strict(
+            {
+                "cross": {"type": "string", "pattern": "^[a-z0-9_-]+$"},
+                "cflags": {"type": "array", "items": {"type": "string"}},
+                "flash_origin": {"type": "integer", "minimum": 0},
+                "ram_origin": {"type": "integer", "minimum": 0},
+            },
+            ["cross", "cflags", "flash_origin", "ram_origin"],
         ),
         "flash": _strict(
             {"tool": {"enum": list(FLASH_TOOLS)}, "remote_dir": {"type": "string"}},

@@ -1,0 +1,108 @@
+"""`make bench`: the native runtime against TFLite Micro on the MLPerf Tiny int8 models, as ratios
+measured in the same run on this machine.
+
+* arena:  native planned arena / TFLM arena measured by the tflite-micro interpreter (total; its head
+          is shown too, as the like-for-like activation figure);
+* image:  native model image (generated code + constants of ef_model.o, arm-none-eabi-gcc -Os for
+          Cortex-M4; the host object when no cross-compiler) / the .tflite file;
+* speed:  host time per inference, tflite-micro interpreter / native C (both -O2 class builds).
+
+Needs ../shared/models/mlperf_tiny (the project's machines have it; users' checkouts do not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+MLPERF = ROOT.parent / "shared" / "models" / "mlperf_tiny"
+MODELS = {"KWS": "kws/kws_ref_model_int8.tflite", "IC": "ic/pretrainedResnet_quant.tflite",
+          "AD": "ad/ad01_int8.tflite"}
+GOALS = {"arena": 0.8, "image": 0.9, "speed": 5.0}
+
+
+def tflm_seconds(model: bytes, x: np.ndarray, runs: int) -> float:
+    from tflite_micro.python.tflite_micro import runtime
+
+    ip = runtime.Interpreter.from_bytes(model)
+    ip.set_input(x, 0)
+    ip.invoke()
+    start = time.perf_counter()
+    for _ in range(runs):
+        ip.set_input(x, 0)
+        ip.invoke()
+    return (time.perf_counter() - start) / runs
+
+
+def native_seconds(native_dir: Path, x: np.ndarray, runs: int) -> float:
+    from edgeforge.native.toolchain import host_runner
+
+    exe = host_runner(native_dir)
+    with tempfile.NamedTemporaryFile(suffix=".bin") as f:
+        f.write(x.tobytes())
+        f.flush()
+        out = subprocess.run([str(exe), "--time", str(runs), f.name], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip()) / 1e9
+
+
+def bench_one(name: str, rel: str, runs: int) -> dict[str, float | int | str]:
+    from edgeforge.build import BuildOptions, build
+    from edgeforge.target import load_registry
+
+    target = load_registry().get("cortex-m4")
+    src = MLPERF / rel
+    with tempfile.TemporaryDirectory(prefix="edgeforge-bench-") as tmp:
+        out = Path(tmp) / name
+        result = build(src, target, BuildOptions(out_dir=out, runtime="native"))
+        n = result.manifest["native"]
+        model = src.read_bytes()
+        inp = result.manifest["model"]["inputs"][0]
+        x = np.random.default_rng(0).integers(-128, 128, inp["shape"], dtype=np.int16).astype(np.int8)
+        t_tflm = tflm_seconds(model, x, runs)
+        t_native = native_seconds(out / "native", x, runs * 20)
+        arm = n["arm"]
+        image = (arm["model_text"] + arm["model_rodata"]) if arm and not arm["link_error"] else n["const_bytes"]
+    return {
+        "model": name, "tflite_bytes": len(model), "native_image_bytes": image,
+        "image_basis": "arm-none-eabi-gcc -Os ef_model.o" if arm else "constants only (no cross-compiler)",
+        "native_arena": n["arena_bytes"], "tflm_arena": n["tflm_measured_arena_bytes"],
+        "tflm_like_head": n["tflm_like_head_bytes"], "lower_bound": n["lower_bound_bytes"],
+        "native_us": t_native * 1e6, "tflm_us": t_tflm * 1e6,
+        "arena_ratio": n["arena_bytes"] / n["tflm_measured_arena_bytes"],
+        "image_ratio": image / len(model), "speedup": t_tflm / t_native,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20, help="tflite-micro invocations per model")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if not MLPERF.is_dir():
+        print(f"skipped: {MLPERF} is absent", file=sys.stderr)
+        return 0
+    rows = [bench_one(name, rel, args.runs) for name, rel in MODELS.items()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'model':<5} {'arena native/TFLM':>22} {'image native/.tflite':>26} {'host speed TFLM/native':>30}")
+    for r in rows:
+        print(f"{r['model']:<5} {r['native_arena']:>7}/{r['tflm_arena']:<7} {r['arena_ratio']:5.2f}x"
+              f" {r['native_image_bytes']:>8}/{r['tflite_bytes']:<8} {r['image_ratio']:5.2f}x"
+              f" {r['tflm_us']:>9.0f}/{r['native_us']:<9.0f}us {r['speedup']:6.1f}x")
+    print(f"goals: arena <= {GOALS['arena']}x, image <= {GOALS['image']}x, speed >= {GOALS['speed']}x "
+          f"(lower bound and TFLM-like head per model: "
+          + ", ".join(f"{r['model']} {r['lower_bound']}/{r['tflm_like_head']} B" for r in rows) + ")")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

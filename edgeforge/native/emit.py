@@ -1,0 +1,124 @@
+"""Renders the native runtime's C sources: the model (constants, arena offsets, straight-line kernel
+calls), its header, a host runner, a Makefile, the Cortex-M start-up and linker script, and a copy of
+the kernel library."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgeforge.emit.render import render
+from edgeforge.model.tflite import ModelInfo
+from edgeforge.native.ir import ConstArray, KernelCall
+from edgeforge.native.planner import Plan, plan, tflm_like
+from edgeforge.resources import data_dir
+
+Files = dict[str, bytes]
+
+_CTYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t", "float32": "float",
+           "bool": "uint8_t", "int64": "int64_t"}
+_PLACEHOLDER = re.compile(r"\{T(\d+)\}")
+
+
+@dataclass(frozen=True)
+class NativeModel:
+    """The lowered, planned model: what the emitter renders and what reports quote."""
+
+    calls: tuple[KernelCall, ...]
+    plan: Plan
+    tflm_like_head: int  # what TFLM's greedy planner would need for the same tensors (no aliasing)
+    const_bytes: int
+    single_rounding: bool
+
+
+def prepare_native(info: ModelInfo, model: bytes, single_rounding: bool = False) -> NativeModel:
+    """Lower every op (UnsupportedOpError for one the native runtime lacks) and plan the arena."""
+    from edgeforge.native.lower import lower
+
+    calls = lower(info, model, single_rounding)
+    consts = {c.name: c for call in calls for c in call.consts}
+    return NativeModel(tuple(calls), plan(calls, info), tflm_like(calls, info),
+                       sum(c.nbytes for c in consts.values()), single_rounding)
+
+
+def _rows(values: np.ndarray, ctype: str, per_row: int = 16) -> list[str]:
+    if ctype == "float":
+        items = [f"{float(v)!r}f" if np.isfinite(v) else "0.0f" for v in values.astype(np.float32)]
+    else:
+        items = [str(int(v)) for v in values]
+    if ctype == "int32_t":  # INT32_MIN is not a valid literal on its own
+        items = ["(-2147483647 - 1)" if v == "-2147483648" else v for v in items]
+    return [", ".join(items[i : i + per_row]) + "," for i in range(0, len(items), per_row)] or ["0,"]
+
+
+def _const_ctx(c: ConstArray) -> dict[str, Any]:
+    return {"name": c.name, "ctype": c.ctype, "count": max(len(c.values), 1), "rows": _rows(c.values, c.ctype)}
+
+
+def _io(info: ModelInfo, index: int, offset: int) -> dict[str, Any]:
+    t = info.tensors[index]
+    return {"dtype": t.dtype, "shape": list(t.shape), "bytes": t.nbytes, "offset": offset,
+            "scale": repr(t.scale[0]) if t.scale else "1.0", "zero_point": t.zero_point[0] if t.zero_point else 0}
+
+
+def _substitute(call: KernelCall, info: ModelInfo, p: Plan, step: int) -> str:
+    def pointer(m: re.Match[str]) -> str:
+        t = int(m.group(1))
+        ctype = _CTYPES.get(info.tensors[t].dtype, "uint8_t")
+        return f"(({ctype}*)(ef_arena + {p.offsets[t]}))"
+
+    code = _PLACEHOLDER.sub(pointer, call.code)
+    if "{S}" in code:
+        code = code.replace("{S}", f"(ef_arena + {p.scratch_offsets[step]})")
+    return code
+
+
+def model_context(native: NativeModel, info: ModelInfo, base: dict[str, Any]) -> dict[str, Any]:
+    p = native.plan
+    calls = []
+    for step, ci in enumerate(p.order):
+        call = native.calls[ci]
+        aliased = call.alias_only and call.inputs and p.offsets.get(call.inputs[0]) == p.offsets.get(call.outputs[0])
+        calls.append({"op_index": call.op_index, "op": call.op,
+                      "note": " (aliased: no code)" if aliased else (" (in place)" if call.inplace and
+                      call.inputs and p.offsets.get(call.inputs[0]) == p.offsets.get(call.outputs[0]) else ""),
+                      "code": "" if aliased else _substitute(call, info, p, step)})
+    seen: dict[str, ConstArray] = {}
+    for call in native.calls:
+        for c in call.consts:
+            seen.setdefault(c.name, c)
+    return {
+        **base,
+        "calls": calls,
+        "consts": [_const_ctx(c) for c in seen.values()],
+        "const_bytes": native.const_bytes,
+        "arena_bytes": p.arena_bytes,
+        "lower_bound": p.lower_bound,
+        "single_rounding": native.single_rounding,
+        "inputs": [_io(info, i, p.offsets[i]) for i in info.inputs],
+        "outputs": [_io(info, o, p.offsets[o]) for o in info.outputs],
+    }
+
+
+def native_files(native: NativeModel, info: ModelInfo, base: dict[str, Any],
+                 arm: dict[str, Any] | None) -> Files:
+    """Every file of a native build, relative to its ``native/`` folder."""
+    ctx = model_context(native, info, {**base, "arm": arm})
+    files: Files = {
+        "ef_model.h": render("native/ef_model.h.j2", ctx),
+        "ef_model.c": render("native/ef_model.c.j2", ctx),
+        "host_main.c": render("native/host_main.c.j2", ctx),
+        "Makefile": render("native/Makefile.j2", ctx),
+    }
+    if arm is not None:
+        actx = {**ctx, **arm}
+        files["arm/startup.c"] = render("native/arm/startup.c.j2", actx)
+        files["arm/link.ld"] = render("native/arm/link.ld.j2", actx)
+    runtime = data_dir("firmware") / "runtime"
+    for path in sorted(runtime.iterdir()):
+        if path.suffix in (".c", ".h"):
+            files[f"runtime/{path.name}"] = path.read_bytes()
+    return files
