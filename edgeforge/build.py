@@ -309,7 +309,8 @@ def compression_label(prepared: Prepared) -> str:
 
 
 def _base_context(prepared: Prepared, target: Target) -> dict[str, Any]:
-    return {"version": __version__, "target_id": target.id, "model_name": prepared.source.name}
+    return {"version": __version__, "target_id": target.id, "model_name": prepared.source.name,
+            "model_sha256": sha256(prepared.model)}
 
 
 def with_native_estimates(analysis: Analysis, native: NativeResult) -> Analysis:

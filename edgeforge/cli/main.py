@@ -82,6 +82,25 @@ def _parser() -> argparse.ArgumentParser:
                    help="inputs: .npy, .npz (x) or a folder of .bin, in the model's input dtype (a batch)")
     r.add_argument("--output", "-o", type=Path, default=Path("outputs.npy"),
                    help="where to write the outputs as .npy (default outputs.npy)")
+    f = sub.add_parser("flash", parents=[common], help="build the bench firmware and load it onto a board",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    f.add_argument("build_dir", type=Path)
+    g = f.add_mutually_exclusive_group()
+    g.add_argument("--board", help="emulated board: host-sim or qemu-cortex-m4")
+    g.add_argument("--port", help="a real board's serial port (e.g. /dev/ttyACM0) for PlatformIO/esptool uploads")
+    f.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
+
+    bn = sub.add_parser("bench", parents=[common], help="benchmark a build on a board over serial",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bn.add_argument("build_dir", type=Path)
+    g = bn.add_mutually_exclusive_group(required=True)
+    g.add_argument("--board", help="emulated board: host-sim or qemu-cortex-m4")
+    g.add_argument("--port", help="serial URL: /dev/ttyACM0, socket://host:port, rfc2217://host:port, ...")
+    bn.add_argument("--runs", type=int, default=10, help="timed inferences per input (default 10)")
+    bn.add_argument("--warmup", type=int, default=1, help="untimed inferences first (default 1)")
+    bn.add_argument("--input", type=Path, help="inputs (.npy/.npz/.bin folder); default: seeded random inputs")
+    bn.add_argument("--count", type=int, default=5, help="how many inputs to bench (default 5)")
+    bn.add_argument("--baud", type=int, help="serial speed (default: the target profile's)")
     return parser
 
 
@@ -264,7 +283,58 @@ def cmd_run(args: argparse.Namespace, c: Console) -> int:
     return 0
 
 
-COMMANDS = {"targets": cmd_targets, "analyze": cmd_analyze, "build": cmd_build, "run": cmd_run}
+def cmd_flash(args: argparse.Namespace, c: Console) -> int:
+    from edgeforge.bench.flash import flash_build
+
+    result = flash_build(args.build_dir, args.board, args.port, args.dry_run)
+    if c.json:
+        c.out(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        for cmd in result["commands"]:
+            c.out(("would run: " if args.dry_run else "ran: ") + " ".join(cmd))
+        c.out(result["summary"])
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace, c: Console) -> int:
+    from edgeforge.bench.run import bench_build
+
+    if args.runs < 1 or args.warmup < 0 or args.count < 1:
+        raise UsageError("--runs and --count must be >= 1, --warmup >= 0", "e.g. --runs 10 --warmup 1")
+    outcome = bench_build(args.build_dir, args.board, args.port, args.runs, args.warmup, args.input, args.count,
+                          CliReporter(c), args.baud)
+    d = outcome.doc
+    code = ExitCode.OK
+    if not outcome.outputs_match:
+        code = ExitCode.DEVICE
+    elif not outcome.fits:
+        code = ExitCode.BUDGET
+    if c.json:
+        c.out(json.dumps({**d, "exit_code": int(code)}, indent=2, sort_keys=True))
+    else:
+        lat = d["latency"]
+        c.out(f"{d['board']}: {d['inputs']} input(s) x {d['runs']} runs ({d['warmup']} warm-up), "
+              f"{d['retries']} retried exchange(s)")
+        if lat["emulated"]:
+            c.out(f"latency:   emulated: {lat['instructions_median']} instructions per inference "
+                  f"({lat['instructions_per_mac']} per MAC) — not a real-time figure")
+        else:
+            c.out(f"latency:   median {lat['median_ms']} ms, p90 {lat['p90_ms']} ms")
+        if d["memory"]:
+            c.out("memory:    " + ", ".join(f"{k} {v} B" for k, v in d["memory"].items() if v >= 0))
+        o = d["outputs"]
+        c.out("outputs:   " + ("byte-identical to the host reference" if o["byte_identical"] else
+                                f"DIFFER from the host reference on inputs {o['mismatches']}"
+                                + (f"; first divergent op {o['first_divergence']['op']}" if o["first_divergence"]
+                                   else "")))
+        for chk in d["budgets"]:
+            c.out(f"budget {chk['budget']}: {chk['value']} of {chk['limit']} " + ("ok" if chk["fits"] else "OVER"))
+        c.out(f"wrote {args.build_dir / 'bench.json'}")
+    return code
+
+
+COMMANDS = {"targets": cmd_targets, "analyze": cmd_analyze, "build": cmd_build, "run": cmd_run,
+            "flash": cmd_flash, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -82,7 +82,10 @@ def model_context(native: NativeModel, info: ModelInfo, base: dict[str, Any]) ->
     for step, ci in enumerate(p.order):
         call = native.calls[ci]
         aliased = call.alias_only and call.inputs and p.offsets.get(call.inputs[0]) == p.offsets.get(call.outputs[0])
+        out = call.outputs[0] if call.outputs else None
         calls.append({"op_index": call.op_index, "op": call.op,
+                      "out_offset": p.offsets.get(out, 0) if out is not None else 0,
+                      "out_bytes": info.tensors[out].nbytes if out is not None else 0,
                       "note": " (aliased: no code)" if aliased else (" (in place)" if call.inplace and
                       call.inputs and p.offsets.get(call.inputs[0]) == p.offsets.get(call.outputs[0]) else ""),
                       "code": "" if aliased else _substitute(call, info, p, step)})

@@ -42,6 +42,9 @@ def _cache_dir() -> Path:
 
 def host_runner(native_dir: Path) -> Path:
     """``ef_run`` for ``native_dir`` compiled with the host compiler; cached by source content."""
+    if not (native_dir / "ef_model.c").is_file():
+        raise ModelError(f"{native_dir} holds no native model (ef_model.c is missing)",
+                         "rebuild with --runtime native")
     files = _sources(native_dir) + [native_dir / "host_main.c", native_dir / "ef_model.h",
                                     *sorted((native_dir / "runtime").glob("*.h"))]
     h = hashlib.sha256()

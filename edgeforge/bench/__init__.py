@@ -1,0 +1,1 @@
+"""On-device benchmark: the MLPerf Tiny DUT protocol with edgeforge's extensions, and bench sessions."""

@@ -1,0 +1,49 @@
+"""Builds the bench firmware (firmware/bench/) around a native build, for the emulated boards."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from edgeforge.device.transport import DeviceError
+from edgeforge.errors import ToolMissingError, UsageError
+from edgeforge.native.toolchain import INSTALL_ARM, arm_available
+from edgeforge.resources import data_dir
+
+IMAGES = {"host-sim": "ef_bench_host", "qemu-cortex-m4": "ef_bench_an386.elf"}
+
+
+def _mlperf_name(manifest: dict) -> str:
+    """The `profile` model string MLPerf hosts pick their dataset by, for the reference models' inputs."""
+    shape = manifest["model"]["inputs"][0]["shape"]
+    known = {(1, 49, 10, 1): "kws01", (1, 32, 32, 3): "ic01", (1, 96, 96, 3): "vww01", (1, 640): "ad01"}
+    return known.get(tuple(shape), "unknown")
+
+
+def build_image(build_dir: Path, board: str, manifest: dict, target_hw: dict) -> Path:
+    """Compile the bench firmware for ``board`` into ``build_dir/firmware/``; returns the image path."""
+    native = build_dir / "native"
+    if manifest["target"]["runtime"] != "native" or not (native / "ef_model.c").is_file():
+        raise UsageError(f"{build_dir} is not a native build: the emulated boards run edgeforge's native runtime",
+                         "rebuild with --runtime native (or flash a real board with --port)")
+    if board == "qemu-cortex-m4" and not arm_available():
+        raise ToolMissingError("arm-none-eabi-gcc is not installed", INSTALL_ARM)
+    if shutil.which("make") is None:
+        raise ToolMissingError("make is not installed", "apt-get install -y make")
+    out = build_dir / "firmware"
+    out.mkdir(exist_ok=True)
+    src = data_dir("firmware") / "bench"
+    goal = "host" if board == "host-sim" else "qemu"
+    cmd = ["make", "-s", "-C", str(src), goal, f"NATIVE={native.resolve()}", f"OUT={out.resolve()}",
+           f"FLASH_BYTES={target_hw['flash_bytes']}", f"RAM_BYTES={target_hw['ram_bytes']}",
+           f"MODEL_NAME={_mlperf_name(manifest)}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    image = out / IMAGES[board]
+    if proc.returncode != 0 or not image.is_file():
+        tail = (proc.stderr or proc.stdout).strip()[-400:]
+        if "overflowed" in tail:
+            raise DeviceError(f"the bench firmware does not fit the board's memory: {tail.splitlines()[-1]}",
+                              "the model is too large for this part; see `edgeforge analyze`")
+        raise DeviceError(f"building the bench firmware failed: {tail}", "run with -v; command: " + " ".join(cmd))
+    return image

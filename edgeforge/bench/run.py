@@ -1,0 +1,205 @@
+"""``edgeforge bench``: drives a board over serial and checks what it reports against the build."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeforge.bench.firmware import IMAGES, build_image
+from edgeforge.bench.protocol import DutClient
+from edgeforge.bench.session import BenchReport, run_session
+from edgeforge.data import load_dataset, model_view
+from edgeforge.device.boards import BOARDS, RunningBoard, host_sim, qemu_cortex_m4
+from edgeforge.device.transport import DeviceError, SerialTransport
+from edgeforge.errors import UsageError
+from edgeforge.events import NullReporter, Reporter
+from edgeforge.run import read_build, run_native
+from edgeforge.target import load_registry
+
+
+@dataclass(frozen=True)
+class BenchOutcome:
+    doc: dict[str, Any]  # what bench.json holds
+    fits: bool
+    outputs_match: bool
+
+
+@contextlib.contextmanager
+def open_board(build_dir: Path, board: str | None, port: str | None, manifest: dict,
+               hw: dict) -> Iterator[RunningBoard]:
+    if port:
+        yield RunningBoard(port, False, f"board on {port}")
+        return
+    if board not in BOARDS:
+        raise UsageError(f"unknown board {board!r}", f"use --board {' or '.join(BOARDS)}, or --port URL for a real one")
+    image = build_dir / "firmware" / IMAGES[board]
+    if not image.is_file():
+        image = build_image(build_dir, board, manifest, hw)
+    ctx = host_sim(image) if board == "host-sim" else qemu_cortex_m4(image)
+    with ctx as running:
+        yield running
+
+
+def _connect(client: DutClient, attempts: int = 20) -> None:
+    """Reach a ready device whatever it is doing: boot noise, a half-sent command, a missed banner."""
+    for _ in range(attempts):
+        try:
+            client.resync(timeout=2.0)
+            return
+        except DeviceError:
+            time.sleep(0.1)
+    raise DeviceError("the device never answered m-ready", "is the bench firmware flashed (edgeforge flash)?")
+
+
+def _identify(client: DutClient, want: str, build_dir: Path, reads: int = 4) -> dict[str, str]:
+    """The device's identity; refuses a device running another model. A damaged line cannot spell the
+    expected sha256 by chance, so one exact match is proof; a mismatch must repeat on every read."""
+    seen = []
+    for _ in range(reads):
+        try:
+            identity = client.identify()
+        except DeviceError:
+            client.resync()
+            continue
+        if not identity:
+            return {}  # a plain MLPerf Tiny DUT: no identity to check
+        if identity.get("model_sha256") == want:
+            return identity
+        seen.append(identity.get("model_sha256", "?"))
+        client.resync()
+    if not seen:
+        raise DeviceError("the device never answered `ef-info` cleanly", "check the serial line")
+    raise DeviceError(f"the device runs another model (sha256 {seen[-1][:12]}…, this build {want[:12]}…)",
+                      f"flash this build first: edgeforge flash {build_dir}")
+
+
+def _inputs(path: Path | None, info: Any, count: int) -> np.ndarray:
+    inp = info.input_tensors()[0]
+    sample = inp.shape[1:] if len(inp.shape) > 1 and inp.shape[0] == 1 else inp.shape
+    if path is None:
+        rng = np.random.default_rng(0)
+        lo, hi = (-128, 128) if inp.dtype == "int8" else (0, 256)
+        return rng.integers(lo, hi, (count, *sample)).astype(np.dtype(inp.dtype))
+    ds = load_dataset(path, tuple(sample), np.dtype(inp.dtype))
+    x = model_view(ds, inp.dtype, inp.scale[0] if inp.scale else None, inp.zero_point[0] if inp.zero_point else None)
+    return x[:count]
+
+
+def bench_build(build_dir: Path, board: str | None, port: str | None, runs: int, warmup: int,
+                input_path: Path | None, count: int, reporter: Reporter | None = None,
+                baud: int | None = None) -> BenchOutcome:
+    reporter = reporter or NullReporter()
+    manifest, model, info = read_build(build_dir)
+    target = load_registry().get(manifest["target"]["id"])
+    x = _inputs(input_path, info, count)
+    out = info.output_tensors()[0]
+    out_sample = out.shape[1:] if len(out.shape) > 1 and out.shape[0] == 1 else out.shape
+    if manifest["target"]["runtime"] == "native":
+        expected = run_native(build_dir / "native", x.reshape((len(x), *info.input_tensors()[0].shape)),
+                              tuple(out_sample), out.dtype)
+    else:
+        from edgeforge.hostrun import run_batch
+
+        expected = run_batch(model, manifest["target"]["runtime"], x.reshape((len(x), *info.input_tensors()[0].shape)))
+    expected_latency = manifest.get("estimates", {}).get("latency_ms", 100.0) / 1000
+    reporter.stage(f"benchmarking {len(x)} input(s) on {board or port}")
+    with open_board(build_dir, board, port, manifest, target.hardware) as running:
+        transport = SerialTransport(running.url, baud or int(target.data.get("serial", {}).get("baud", 115200)))
+        try:
+            client = DutClient(transport)
+            _connect(client)
+            identity = _identify(client, manifest["model"]["sha256"], build_dir)
+            report = run_session(client, transport, x, expected, runs, warmup, expected_latency,
+                                 on_retry=reporter.warning, progress=reporter.progress)
+            if not report.all_match and "ef-dump" in identity.get("ext", ""):
+                report.first_divergence = _first_divergence(client, build_dir, x[[s.index for s in report.samples
+                                                                                  if not s.matches_host][0]])
+        finally:
+            transport.close()
+    return _outcome(build_dir, manifest, target, running, report, runs, warmup)
+
+
+def _first_divergence(client: DutClient, build_dir: Path, x: np.ndarray) -> dict[str, Any] | None:
+    """Walk the ops in execution order; name the first whose output differs from the host's."""
+    # The host reference of every intermediate: the same generated C compiled here, dumped op by op.
+    from edgeforge.bench.protocol import ProtocolError
+
+    client.upload(np.ascontiguousarray(x).tobytes())
+    ops = client.identify().get("ops", "0")
+    for k in range(int(ops)):
+        try:
+            device = client.dump(k)
+        except ProtocolError:
+            return None
+        host = _host_dump(build_dir, x, k)
+        if host is not None and device != host:
+            diff = next(i for i, (a, b) in enumerate(zip(device, host)) if a != b) if len(device) == len(host) else 0
+            return {"op": k, "first_differing_byte": diff}
+    return None
+
+
+def _host_dump(build_dir: Path, x: np.ndarray, k: int) -> bytes | None:
+    from edgeforge.bench.firmware import build_image  # noqa: F401  (same firmware, host port)
+
+    image = build_dir / "firmware" / IMAGES["host-sim"]
+    if not image.is_file():
+        return None
+    import subprocess
+
+    data = np.ascontiguousarray(x).tobytes()
+    script = f"db load {len(data)}%" + "".join(f"db {data[i:i + 31].hex()}%" for i in range(0, len(data), 31))
+    script += f"ef-dump {k}%"
+    out = subprocess.run([str(image)], input=script.encode(), capture_output=True, timeout=60).stdout.decode()
+    return bytes.fromhex("".join(ln.strip()[len("m-ef-dump-["):-1] for ln in out.splitlines()
+                                 if ln.startswith("m-ef-dump-[")))
+
+
+def _outcome(build_dir: Path, manifest: dict, target: Any, running: RunningBoard, report: BenchReport, runs: int,
+             warmup: int) -> BenchOutcome:
+    budget = target.budget
+    checks = []
+    if running.emulated:
+        instructions = report.median_ms * 1e6  # -icount shift=0: 1 instruction per virtual ns
+        latency = {"median_ms": None, "p90_ms": None, "emulated": True,
+                   "instructions_median": round(instructions),
+                   "instructions_per_mac": round(instructions / max(manifest["model"]["macs"], 1), 3)}
+    else:
+        latency = {"median_ms": round(report.median_ms, 4), "p90_ms": round(report.p90_ms, 4), "emulated": False}
+        if not running.description.startswith("host-sim"):
+            checks.append({"budget": "latency_ms", "limit": budget.latency_ms, "value": latency["median_ms"],
+                           "fits": latency["median_ms"] <= budget.latency_ms})
+    if report.memory.get("arena", -1) >= 0:
+        ram = report.memory["arena"] + max(report.memory.get("stack_hwm", 0), 0)
+        checks.append({"budget": "model_ram_bytes", "limit": budget.model_ram_bytes, "value": ram,
+                       "fits": ram <= budget.model_ram_bytes})
+    doc = {
+        "format": "edgeforge-bench/1",
+        "board": running.description,
+        "url": running.url,
+        "identity": report.identity,
+        "runs": runs, "warmup": warmup, "inputs": len(report.samples), "retries": report.retries,
+        "latency": latency,
+        "latencies_us": [round(s.latency_us, 1) for s in report.samples],
+        "memory": report.memory,
+        "ops": [{"index": i, "op": n, "us": us, "cycles": cy} for i, n, us, cy in report.ops],
+        "outputs": {"compared_with": "edgeforge run (host reference)", "byte_identical": report.all_match,
+                    "mismatches": [s.index for s in report.samples if not s.matches_host],
+                    "first_divergence": report.first_divergence},
+        "budgets": checks,
+        "model_sha256": manifest["model"]["sha256"],
+    }
+    (build_dir / "bench.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    history = build_dir.parent / "bench-history" / f"{manifest['target']['id']}.jsonl"
+    history.parent.mkdir(exist_ok=True)
+    with history.open("a") as f:
+        f.write(json.dumps({"build": str(build_dir), "model_sha256": doc["model_sha256"], "board": doc["board"],
+                            "latency": latency, "memory": report.memory, "byte_identical": report.all_match},
+                           sort_keys=True) + "\n")
+    return BenchOutcome(doc, all(c["fits"] for c in checks), report.all_match)

@@ -1,0 +1,130 @@
+"""Boards edgeforge starts itself, both reached as ``socket://`` serial ports so that the bench code path is
+the one used for real boards:
+
+* ``host-sim`` — the bench firmware compiled for this machine, its stdin/stdout bridged to a TCP port;
+* ``qemu-cortex-m4`` — the real firmware cross-compiled for Cortex-M4 and run on QEMU's ``mps2-an386``
+  with ``-icount shift=0`` (one instruction = one virtual nanosecond: latencies are *emulated* and labelled so),
+  its UART exposed as a TCP serial port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeforge.device.transport import DeviceError
+from edgeforge.errors import ToolMissingError
+
+BOARDS = ("host-sim", "qemu-cortex-m4")
+INSTALL_QEMU = "apt-get install -y qemu-system-arm"
+
+
+@dataclass(frozen=True)
+class RunningBoard:
+    url: str
+    emulated: bool  # latency comes from an emulator's instruction count, not a real clock
+    description: str
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _bridge(proc: subprocess.Popen[bytes], server: socket.socket, stop: threading.Event) -> None:
+    """Accept one client at a time and copy bytes between it and the process."""
+    assert proc.stdin is not None and proc.stdout is not None
+    server.settimeout(0.2)
+    while not stop.is_set() and proc.poll() is None:
+        try:
+            conn, _ = server.accept()
+        except TimeoutError:
+            continue
+        except OSError:  # the server socket was closed: the board is shutting down
+            return
+        conn.settimeout(0.05)
+
+        def pump_out(c: socket.socket = conn) -> None:
+            assert proc.stdout is not None
+            while not stop.is_set():
+                data = proc.stdout.read1(4096) if hasattr(proc.stdout, "read1") else proc.stdout.read(1)
+                if not data:
+                    break
+                try:
+                    c.sendall(data)
+                except OSError:
+                    break
+
+        t = threading.Thread(target=pump_out, daemon=True)
+        t.start()
+        while not stop.is_set() and proc.poll() is None:
+            try:
+                data = conn.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            try:
+                proc.stdin.write(data)
+                proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                break
+        conn.close()
+
+
+@contextlib.contextmanager
+def host_sim(executable: Path) -> Iterator[RunningBoard]:
+    port = free_port()
+    server = socket.create_server(("127.0.0.1", port))
+    proc = subprocess.Popen([str(executable)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    stop = threading.Event()
+    thread = threading.Thread(target=_bridge, args=(proc, server, stop), daemon=True)
+    thread.start()
+    try:
+        yield RunningBoard(f"socket://127.0.0.1:{port}", False, f"host-sim ({executable.name} on this machine)")
+    finally:
+        stop.set()
+        with contextlib.suppress(OSError):
+            server.close()
+        proc.kill()
+        proc.wait(5)
+        thread.join(2)
+
+
+def qemu_available() -> bool:
+    return shutil.which("qemu-system-arm") is not None
+
+
+@contextlib.contextmanager
+def qemu_cortex_m4(elf: Path, boot_timeout: float = 10.0) -> Iterator[RunningBoard]:
+    if not qemu_available():
+        raise ToolMissingError("qemu-system-arm is not installed", INSTALL_QEMU)
+    port = free_port()
+    cmd = ["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none", "-icount", "shift=0",
+           "-kernel", str(elf), "-serial", f"tcp:127.0.0.1:{port},server=on,wait=off,nodelay=on"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + boot_timeout
+        while True:  # wait until QEMU listens
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+                raise DeviceError(f"QEMU did not start: {out.strip()[-300:]}", "run the command by hand: "
+                                  + " ".join(cmd))
+            time.sleep(0.05)
+        yield RunningBoard(f"socket://127.0.0.1:{port}", True,
+                           "qemu-cortex-m4 (QEMU mps2-an386, -icount shift=0: emulated instruction counts)")
+    finally:
+        proc.kill()
+        proc.wait(5)

@@ -1,0 +1,124 @@
+"""`edgeforge flash` and `edgeforge bench` on the emulated boards, and on a damaged serial line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURES, FULL, assert_clean_error
+from edgeforge.device.boards import qemu_available
+from edgeforge.native.toolchain import arm_available
+
+needs_qemu = pytest.mark.skipif(not (qemu_available() and arm_available()),
+                                reason="qemu-system-arm and arm-none-eabi-gcc are needed (make toolchain)")
+
+
+@pytest.fixture(scope="module")
+def native_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgeforge.build import BuildOptions, build
+    from edgeforge.target import load_registry
+
+    out = tmp_path_factory.mktemp("bench") / "tiny"
+    build(FIXTURES / "tiny_int8.tflite", load_registry().get("cortex-m4"), BuildOptions(out_dir=out, runtime="native"))
+    return out
+
+
+def test_host_sim_flash_and_bench(cli, native_build: Path) -> None:
+    r = cli("flash", native_build, "--board", "host-sim", "--json")
+    assert r.code == 0, r.err
+    assert (native_build / json.loads(r.out)["image"]).is_file()
+    r = cli("bench", native_build, "--board", "host-sim", "--runs", 3, "--count", 4, "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["outputs"]["byte_identical"] is True and doc["inputs"] == 4
+    assert doc["identity"]["model_sha256"] == json.loads((native_build / "manifest.json").read_text())["model"]["sha256"]
+    assert doc["latency"]["median_ms"] > 0 and not doc["latency"]["emulated"]
+    assert [o["op"] for o in doc["ops"]] == ["CONV_2D", "DEPTHWISE_CONV_2D", "MEAN", "FULLY_CONNECTED", "SOFTMAX"]
+    assert json.loads((native_build / "bench.json").read_text())["inputs"] == 4
+    history = native_build.parent / "bench-history" / "cortex-m4.jsonl"
+    assert history.read_text().count("\n") >= 1
+
+
+def test_bench_refuses_a_board_running_another_model(cli, native_build: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in ("manifest.json", "model.tflite"):
+        (other / f).write_bytes((native_build / f).read_bytes())
+    (other / "firmware").mkdir()
+    (other / "firmware" / "ef_bench_host").write_bytes((native_build / "firmware" / "ef_bench_host").read_bytes())
+    (other / "firmware" / "ef_bench_host").chmod(0o755)
+    import shutil
+
+    shutil.copytree(native_build / "native", other / "native")
+    m = json.loads((other / "manifest.json").read_text())
+    m["model"]["sha256"] = "0" * 64
+    (other / "manifest.json").write_text(json.dumps(m))
+    r = cli("bench", other, "--board", "host-sim", "--count", 1)
+    assert_clean_error(r, 4)
+    assert "another model" in r.err
+
+
+def test_bench_needs_a_native_build_for_emulated_boards(cli, tmp_path: Path) -> None:
+    assert cli("build", FIXTURES / "tiny_int8.tflite", "--target", "cortex-m4", "--out", tmp_path / "t").code == 0
+    assert_clean_error(cli("bench", tmp_path / "t", "--board", "host-sim"), 2)
+
+
+def test_flash_dry_run_names_the_uploader(cli, tmp_path: Path) -> None:
+    assert cli("build", FIXTURES / "tiny_int8.tflite", "--target", "esp32", "--out", tmp_path / "e").code == 0
+    r = cli("flash", tmp_path / "e", "--port", "/dev/ttyUSB0", "--dry-run", "--json")
+    assert json.loads(r.out)["commands"] == [["pio", "run", "-d", str(tmp_path / "e" / "platformio"), "-t", "upload",
+                                              "--upload-port", "/dev/ttyUSB0"]]
+
+
+def test_no_wrong_result_is_accepted_on_a_damaged_line(native_build: Path) -> None:
+    """Dropped, flipped, duplicated bytes, noise, stalls and reboots mid-command: for every seed the bench
+    either reports outputs byte-identical to the host (after retries) or fails with a device error — never a
+    wrong figure; and the retries do recover on some seeds (so the test is not passing by refusing)."""
+    from edgeforge.bench.firmware import build_image
+    from edgeforge.bench.run import bench_build
+    from edgeforge.device.boards import host_sim
+    from edgeforge.device.transport import DeviceError
+    from edgeforge.target import load_registry
+    from fault_proxy import FaultProxy, Faults
+
+    manifest = json.loads((native_build / "manifest.json").read_text())
+    image = build_image(native_build, "host-sim", manifest, load_registry().get("cortex-m4").hardware)
+    faults = Faults(drop=0.0003, flip=0.0003, duplicate=0.0003, noise=0.01, stall=0.02, reset=0.005)
+    recovered = 0
+    for seed in range(1, 21 if FULL else 5):
+        with host_sim(image) as board:
+            host, port = board.url[len("socket://"):].split(":")
+            proxy = FaultProxy(lambda h=host, p=port: (h, int(p)), faults, seed=seed)
+            try:
+                outcome = bench_build(native_build, None, proxy.url, runs=2, warmup=0, input_path=None, count=4)
+            except DeviceError:
+                outcome = None  # refusing is acceptable; accepting garbage is not
+            finally:
+                proxy.close()
+        assert sum(proxy.stats.values()) > 0, f"seed {seed}: the proxy injected no fault"
+        if outcome is not None:
+            assert outcome.outputs_match, f"seed {seed}: a damaged output was accepted"
+            assert all(0 < us < 1e6 for us in outcome.doc["latencies_us"]), outcome.doc["latencies_us"]
+            recovered += outcome.doc["retries"] > 0
+    assert recovered >= 1, "no seed recovered through retries"
+
+
+@needs_qemu
+@pytest.mark.mlperf
+def test_kws_on_the_emulated_cortex_m4(cli, mlperf: Path, tmp_path: Path) -> None:
+    out = tmp_path / "kws"
+    r = cli("build", mlperf / "kws" / "kws_ref_model_int8.tflite", "--target", "cortex-m4", "--runtime", "native",
+            "--out", out)
+    assert r.code == 0, r.err
+    assert cli("flash", out, "--board", "qemu-cortex-m4").code == 0
+    r = cli("bench", out, "--board", "qemu-cortex-m4", "--input", mlperf / "samples" / "kws01", "--count", 20,
+            "--runs", 1, "--warmup", 0, "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["inputs"] == 20 and doc["outputs"]["byte_identical"]
+    assert doc["latency"]["emulated"] and doc["latency"]["instructions_per_mac"] > 0.5
+    assert doc["memory"]["stack_hwm"] > 0 and doc["memory"]["arena"] == json.loads(
+        (out / "manifest.json").read_text())["native"]["arena_bytes"]
