@@ -20,19 +20,27 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-# Debian's Cortex-M cross-compiler, for the native runtime's exact image sizes. Installed when missing
-# and possible (root with apt); otherwise the tests that need it skip and sizes are estimates.
+# Debian's Cortex-M cross-compiler (exact image sizes of native builds) and QEMU (the emulated Cortex-M4
+# board). Installed when missing and possible (root with apt); otherwise the tests that need them skip.
+TOOLCHAIN_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
 toolchain:
-	@if command -v arm-none-eabi-gcc >/dev/null 2>&1; then echo "arm-none-eabi-gcc: present"; \
+	@if command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/dev/null 2>&1; then \
+	  echo "arm-none-eabi-gcc, qemu-system-arm: present"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  apt-get update -qq && apt-get install -y -qq gcc-arm-none-eabi libnewlib-arm-none-eabi >/dev/null && \
-	  echo "arm-none-eabi-gcc: installed"; \
-	else echo "arm-none-eabi-gcc: missing (sudo apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi)"; fi
+	  apt-get update -qq && apt-get install -y -qq $(TOOLCHAIN_PKGS) >/dev/null && \
+	  echo "arm-none-eabi-gcc, qemu-system-arm: installed"; \
+	else echo "missing: sudo apt-get install $(TOOLCHAIN_PKGS) (tests needing them will skip)"; fi
 
+# The whole loop on the bundled example: train, build (native runtime) for a Cortex-M4, flash the emulated
+# board (QEMU when installed, the host simulation otherwise), benchmark it over serial.
 demo: setup
 	$(BIN)/python examples/digits/train.py --out $(DEMO)
-	$(BIN)/edgeforge build $(DEMO)/model.keras --target cortex-m4 --data $(DEMO)/calib.npz --val $(DEMO)/val.npz \
-	  --out build/demo/cortex-m4
+	$(BIN)/edgeforge build $(DEMO)/model.keras --target cortex-m4 --runtime native --data $(DEMO)/calib.npz \
+	  --val $(DEMO)/val.npz --out build/demo/cortex-m4
+	@board=host-sim; if command -v qemu-system-arm >/dev/null 2>&1 && command -v arm-none-eabi-gcc >/dev/null 2>&1; \
+	  then board=qemu-cortex-m4; fi; \
+	  $(BIN)/edgeforge flash build/demo/cortex-m4 --board $$board && \
+	  $(BIN)/edgeforge bench build/demo/cortex-m4 --board $$board --input $(DEMO)/val.npz --count 5 --runs 5
 
 # The suite in its CI form: exhaustive checks run reduced (see tests/conftest.py).
 test: setup

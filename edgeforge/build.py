@@ -287,7 +287,9 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     accuracy = None
     if val is not None:
         reporter.stage(f"evaluating on {len(val)} samples")
-        accuracy = evaluate(prepared.float_model, prepared.model, prepared.info, runtime, val, reporter.progress)
+        # the tflite-micro interpreter is bit-exact with the native runtime, and is what MCU builds run
+        eval_runtime = "tflm" if runtime == "native" else runtime
+        accuracy = evaluate(prepared.float_model, prepared.model, prepared.info, eval_runtime, val, reporter.progress)
     budget = opts.budget or target.budget
     checks = verdicts(analysis, budget, accuracy)
 

@@ -36,8 +36,10 @@ def _commands(build_dir: Path, tool: str, port: str | None, target: Any) -> list
         return [["adb", "push", str(build_dir / "bundle"), remote]]
     if tool == "scp":
         if not port:
-            raise UsageError("flashing a Raspberry Pi needs --port user@host", "e.g. --port pi@raspberrypi.local")
-        return [["scp", "-r", str(build_dir / "bundle"), f"{port}:{remote}"]]
+            raise UsageError("flashing a Raspberry Pi needs --port user@host", "e.g. --port ssh://pi@raspberrypi.local")
+        host = port[len("ssh://"):] if port.startswith("ssh://") else port
+        files = [str(p) for p in sorted((build_dir / "bundle").iterdir())]
+        return [["ssh", "-o", "BatchMode=yes", host, "mkdir", "-p", remote], ["scp", *files, f"{host}:{remote}/"]]
     raise UsageError(f"target {target.id} names no flash tool", "copy the artifacts by hand")
 
 
@@ -52,6 +54,9 @@ def flash_build(build_dir: Path, board: str | None, port: str | None, dry_run: b
     manifest, _, _ = read_build(build_dir)
     target = load_registry().get(manifest["target"]["id"])
     if board is not None:
+        if board == "pi-local":
+            return {"commands": [], "board": board,
+                    "summary": "pi-local runs the bundle's run_model.py in place: nothing to load"}
         if board not in BOARDS:
             raise UsageError(f"unknown board {board!r}", f"emulated boards: {', '.join(BOARDS)}; use --port otherwise")
         if dry_run:

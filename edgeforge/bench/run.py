@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from edgeforge.bench.firmware import IMAGES, build_image
 from edgeforge.bench.protocol import DutClient
 from edgeforge.bench.session import BenchReport, run_session
 from edgeforge.data import load_dataset, model_view
-from edgeforge.device.boards import BOARDS, RunningBoard, host_sim, qemu_cortex_m4
+from edgeforge.device.boards import BOARDS, RunningBoard, host_sim, process_board, qemu_cortex_m4
 from edgeforge.device.transport import DeviceError, SerialTransport
 from edgeforge.errors import UsageError
 from edgeforge.events import NullReporter, Reporter
@@ -34,11 +35,25 @@ class BenchOutcome:
 @contextlib.contextmanager
 def open_board(build_dir: Path, board: str | None, port: str | None, manifest: dict,
                hw: dict) -> Iterator[RunningBoard]:
-    if port:
+    if port and not port.startswith("ssh://"):
         yield RunningBoard(port, False, f"board on {port}")
+        return
+    if port and port.startswith("ssh://"):
+        remote = manifest.get("_remote_dir", "edgeforge")
+        cmd = ["ssh", "-o", "BatchMode=yes", port[len("ssh://"):], "python3", f"{remote}/run_model.py", "--serve"]
+        with process_board(cmd, f"{port} (bundle runner over ssh)") as running:
+            yield running
         return
     if board not in BOARDS:
         raise UsageError(f"unknown board {board!r}", f"use --board {' or '.join(BOARDS)}, or --port URL for a real one")
+    if board == "pi-local":
+        runner = build_dir / "bundle" / "run_model.py"
+        if not runner.is_file():
+            raise UsageError(f"{build_dir} has no bundle runner", "pi-local benches Android/Raspberry Pi builds")
+        with process_board([sys.executable, str(runner), "--serve"], "pi-local (the bundle's run_model.py on "
+                           "this machine, LiteRT)") as running:
+            yield running
+        return
     image = build_dir / "firmware" / IMAGES[board]
     if not image.is_file():
         image = build_image(build_dir, board, manifest, hw)
@@ -110,6 +125,7 @@ def bench_build(build_dir: Path, board: str | None, port: str | None, runs: int,
         expected = run_batch(model, manifest["target"]["runtime"], x.reshape((len(x), *info.input_tensors()[0].shape)))
     expected_latency = manifest.get("estimates", {}).get("latency_ms", 100.0) / 1000
     reporter.stage(f"benchmarking {len(x)} input(s) on {board or port}")
+    manifest = {**manifest, "_remote_dir": target.data["flash"].get("remote_dir", "edgeforge")}
     with open_board(build_dir, board, port, manifest, target.hardware) as running:
         transport = SerialTransport(running.url, baud or int(target.data.get("serial", {}).get("baud", 115200)))
         try:
@@ -123,7 +139,26 @@ def bench_build(build_dir: Path, board: str | None, port: str | None, runs: int,
                                                                                   if not s.matches_host][0]])
         finally:
             transport.close()
-    return _outcome(build_dir, manifest, target, running, report, runs, warmup)
+    agreement = output_agreement(report, expected, out)
+    exact = manifest["target"]["runtime"] == "native"
+    return _outcome(build_dir, manifest, target, running, report, runs, warmup, agreement, exact)
+
+
+def output_agreement(report: BenchReport, expected: np.ndarray, out: Any) -> dict[str, float]:
+    """Device vs host outputs, dequantized: max-abs error, RMSE, cosine similarity, top-1 agreement."""
+    dtype = np.dtype(out.dtype)
+    dev = np.stack([np.frombuffer(s.output, dtype=dtype) if len(s.output) == expected[0].nbytes
+                    else np.full(expected[0].size, np.nan) for s in report.samples]).astype(np.float64)
+    ref = expected.reshape(len(expected), -1).astype(np.float64)
+    if dtype.kind in "iu" and out.scale:
+        dev, ref = (dev - out.zero_point[0]) * out.scale[0], (ref - out.zero_point[0]) * out.scale[0]
+    diff = dev - ref
+    norms = np.linalg.norm(dev, axis=1) * np.linalg.norm(ref, axis=1)
+    cos = np.where(norms > 0, np.sum(dev * ref, axis=1) / np.where(norms > 0, norms, 1), 1.0)
+    return {"max_abs_error": float(np.nanmax(np.abs(diff))) if diff.size else 0.0,
+            "rmse": float(np.sqrt(np.nanmean(diff**2))) if diff.size else 0.0,
+            "cosine_min": float(np.nanmin(cos)) if cos.size else 1.0,
+            "top1_agreement": float(np.mean(dev.argmax(axis=1) == ref.argmax(axis=1))) if ref.size else 1.0}
 
 
 def _first_divergence(client: DutClient, build_dir: Path, x: np.ndarray) -> dict[str, Any] | None:
@@ -162,7 +197,7 @@ def _host_dump(build_dir: Path, x: np.ndarray, k: int) -> bytes | None:
 
 
 def _outcome(build_dir: Path, manifest: dict, target: Any, running: RunningBoard, report: BenchReport, runs: int,
-             warmup: int) -> BenchOutcome:
+             warmup: int, agreement: dict[str, float], exact: bool) -> BenchOutcome:
     budget = target.budget
     checks = []
     if running.emulated:
@@ -190,11 +225,16 @@ def _outcome(build_dir: Path, manifest: dict, target: Any, running: RunningBoard
         "memory": report.memory,
         "ops": [{"index": i, "op": n, "us": us, "cycles": cy} for i, n, us, cy in report.ops],
         "outputs": {"compared_with": "edgeforge run (host reference)", "byte_identical": report.all_match,
+                    "required": "byte-identical (native build)" if exact else
+                    "top-1 agreement 1.0 and cosine >= 0.99 (interpreter builds may differ in the last bit)",
+                    **agreement,
                     "mismatches": [s.index for s in report.samples if not s.matches_host],
                     "first_divergence": report.first_divergence},
         "budgets": checks,
         "model_sha256": manifest["model"]["sha256"],
     }
+    doc["outputs"]["accepted"] = report.all_match if exact else (
+        agreement["top1_agreement"] == 1.0 and agreement["cosine_min"] >= 0.99)
     (build_dir / "bench.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     history = build_dir.parent / "bench-history" / f"{manifest['target']['id']}.jsonl"
     history.parent.mkdir(exist_ok=True)
@@ -202,4 +242,5 @@ def _outcome(build_dir: Path, manifest: dict, target: Any, running: RunningBoard
         f.write(json.dumps({"build": str(build_dir), "model_sha256": doc["model_sha256"], "board": doc["board"],
                             "latency": latency, "memory": report.memory, "byte_identical": report.all_match},
                            sort_keys=True) + "\n")
-    return BenchOutcome(doc, all(c["fits"] for c in checks), report.all_match)
+    matches = report.all_match if exact else (agreement["top1_agreement"] == 1.0 and agreement["cosine_min"] >= 0.99)
+    return BenchOutcome(doc, all(c["fits"] for c in checks), matches)

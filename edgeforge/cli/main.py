@@ -94,8 +94,9 @@ def _parser() -> argparse.ArgumentParser:
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     bn.add_argument("build_dir", type=Path)
     g = bn.add_mutually_exclusive_group(required=True)
-    g.add_argument("--board", help="emulated board: host-sim or qemu-cortex-m4")
-    g.add_argument("--port", help="serial URL: /dev/ttyACM0, socket://host:port, rfc2217://host:port, ...")
+    g.add_argument("--board", help="host-sim, qemu-cortex-m4, pi-local, or a board of edgeforge-rig.toml")
+    g.add_argument("--port", help="serial URL: /dev/ttyACM0, socket://host:port, rfc2217://host:port, or "
+                                  "ssh://user@host for a Raspberry Pi bundle")
     bn.add_argument("--runs", type=int, default=10, help="timed inferences per input (default 10)")
     bn.add_argument("--warmup", type=int, default=1, help="untimed inferences first (default 1)")
     bn.add_argument("--input", type=Path, help="inputs (.npy/.npz/.bin folder); default: seeded random inputs")
@@ -301,8 +302,20 @@ def cmd_bench(args: argparse.Namespace, c: Console) -> int:
 
     if args.runs < 1 or args.warmup < 0 or args.count < 1:
         raise UsageError("--runs and --count must be >= 1, --warmup >= 0", "e.g. --runs 10 --warmup 1")
-    outcome = bench_build(args.build_dir, args.board, args.port, args.runs, args.warmup, args.input, args.count,
-                          CliReporter(c), args.baud)
+    from edgeforge.device.boards import BOARDS
+
+    if args.board and args.board not in BOARDS:
+        # a board of the rig file (edgeforge-rig.toml): its port, locked so parallel jobs never share it
+        from edgeforge.device.rig import load_rig
+
+        rig = load_rig()
+        with rig.lock(args.board) as rb:
+            kw = rb.bench_args()
+            outcome = bench_build(args.build_dir, kw["board"], kw["port"], args.runs, args.warmup, args.input,
+                                  args.count, CliReporter(c), args.baud or kw["baud"])
+    else:
+        outcome = bench_build(args.build_dir, args.board, args.port, args.runs, args.warmup, args.input,
+                              args.count, CliReporter(c), args.baud)
     d = outcome.doc
     code = ExitCode.OK
     if not outcome.outputs_match:

@@ -2,6 +2,8 @@
 the one used for real boards:
 
 * ``host-sim`` — the bench firmware compiled for this machine, its stdin/stdout bridged to a TCP port;
+* ``pi-local`` — a Raspberry Pi / Android bundle's own runner (``run_model.py --serve``) on this machine,
+  on LiteRT: the same program ``--port ssh://user@host`` starts on a real Pi;
 * ``qemu-cortex-m4`` — the real firmware cross-compiled for Cortex-M4 and run on QEMU's ``mps2-an386``
   with ``-icount shift=0`` (one instruction = one virtual nanosecond: latencies are *emulated* and labelled so),
   its UART exposed as a TCP serial port.
@@ -22,7 +24,7 @@ from pathlib import Path
 from edgeforge.device.transport import DeviceError
 from edgeforge.errors import ToolMissingError
 
-BOARDS = ("host-sim", "qemu-cortex-m4")
+BOARDS = ("host-sim", "qemu-cortex-m4", "pi-local")
 INSTALL_QEMU = "apt-get install -y qemu-system-arm"
 
 
@@ -84,14 +86,23 @@ def _bridge(proc: subprocess.Popen[bytes], server: socket.socket, stop: threadin
 
 @contextlib.contextmanager
 def host_sim(executable: Path) -> Iterator[RunningBoard]:
+    with process_board([str(executable)], f"host-sim ({executable.name} on this machine)") as board:
+        yield board
+
+
+@contextlib.contextmanager
+def process_board(cmd: list[str], description: str) -> Iterator[RunningBoard]:
+    """Any program speaking the bench protocol on stdin/stdout (host-sim firmware, a bundle's runner locally
+    or over ssh), exposed as a TCP serial port."""
     port = free_port()
     server = socket.create_server(("127.0.0.1", port))
-    proc = subprocess.Popen([str(executable)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    # stderr: the runner's own logs (e.g. LiteRT's delegate banner) stay off the user's terminal
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
     stop = threading.Event()
     thread = threading.Thread(target=_bridge, args=(proc, server, stop), daemon=True)
     thread.start()
     try:
-        yield RunningBoard(f"socket://127.0.0.1:{port}", False, f"host-sim ({executable.name} on this machine)")
+        yield RunningBoard(f"socket://127.0.0.1:{port}", False, description)
     finally:
         stop.set()
         with contextlib.suppress(OSError):

@@ -122,3 +122,31 @@ def test_kws_on_the_emulated_cortex_m4(cli, mlperf: Path, tmp_path: Path) -> Non
     assert doc["latency"]["emulated"] and doc["latency"]["instructions_per_mac"] > 0.5
     assert doc["memory"]["stack_hwm"] > 0 and doc["memory"]["arena"] == json.loads(
         (out / "manifest.json").read_text())["native"]["arena_bytes"]
+
+
+def test_pi_bundle_runner_speaks_the_bench_protocol(cli, tmp_path: Path) -> None:
+    """The Raspberry Pi runner itself (run_model.py --serve, on LiteRT) benched like a serial board; over ssh
+    the same program runs on the Pi."""
+    out = tmp_path / "pi"
+    assert cli("build", FIXTURES / "tiny_int8.tflite", "--target", "rpi4", "--out", out).code == 0
+    r = cli("bench", out, "--board", "pi-local", "--count", 3, "--runs", 2, "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["identity"]["backend"] == "ai_edge_litert" and doc["outputs"]["accepted"]
+    assert doc["outputs"]["top1_agreement"] == 1.0 and doc["outputs"]["max_abs_error"] == 0.0
+    assert doc["latency"]["median_ms"] > 0
+    r = cli("flash", out, "--port", "ssh://pi@raspberrypi.local", "--dry-run", "--json")
+    cmds = json.loads(r.out)["commands"]
+    assert cmds[0] == ["ssh", "-o", "BatchMode=yes", "pi@raspberrypi.local", "mkdir", "-p", "edgeforge"]
+    assert cmds[1][0] == "scp" and cmds[1][-1] == "pi@raspberrypi.local:edgeforge/"
+
+
+def test_bench_a_board_named_in_the_rig_file(cli, native_build: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    rig = tmp_path / "edgeforge-rig.toml"
+    rig.write_text('[boards.bench-sim]\ntarget = "cortex-m4"\nflasher = "host-sim"\n')
+    monkeypatch.setenv("EDGEFORGE_RIG", str(rig))
+    r = cli("bench", native_build, "--board", "bench-sim", "--count", 1, "--runs", 1, "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["outputs"]["byte_identical"]
+    assert_clean_error(cli("bench", native_build, "--board", "bench-sin"), 2)  # unknown: suggests bench-sim
