@@ -150,3 +150,31 @@ def test_bench_a_board_named_in_the_rig_file(cli, native_build: Path, tmp_path: 
     assert r.code == 0, r.err
     assert json.loads(r.out)["outputs"]["byte_identical"]
     assert_clean_error(cli("bench", native_build, "--board", "bench-sin"), 2)  # unknown: suggests bench-sim
+
+
+def test_a_diverging_device_is_caught_and_the_first_bad_op_named(cli, native_build: Path, tmp_path: Path) -> None:
+    """A device whose firmware computes op 1 differently (here: a changed bias) gives outputs that differ
+    from the host's; the bench fails (exit 4) and the intermediate dumps name op 1 as the first divergent op."""
+    import re
+    import shutil
+
+    from edgeforge.bench.firmware import build_image
+    from edgeforge.device.boards import host_sim
+    from edgeforge.target import load_registry
+
+    manifest = json.loads((native_build / "manifest.json").read_text())
+    hw = load_registry().get("cortex-m4").hardware
+    build_image(native_build, "host-sim", manifest, hw)  # the host's reference dumps come from this one
+    broken = tmp_path / "broken"
+    shutil.copytree(native_build, broken, ignore=shutil.ignore_patterns("firmware"))
+    src = (broken / "native" / "ef_model.c").read_text()
+    src = re.sub(r"(static const int32_t op1_bias\[\d+\] = \{\s*)(-?\d+)",
+                 lambda m: m.group(1) + str(int(m.group(2)) + 5000), src, count=1)
+    (broken / "native" / "ef_model.c").write_text(src)
+    image = build_image(broken, "host-sim", manifest, hw)
+    with host_sim(image) as board:
+        r = cli("bench", native_build, "--port", board.url, "--count", 3, "--runs", 1, "--json")
+    assert r.code == 4, r.err
+    doc = json.loads(r.out)
+    assert not doc["outputs"]["byte_identical"] and doc["outputs"]["mismatches"]
+    assert doc["outputs"]["first_divergence"]["op"] == 1
