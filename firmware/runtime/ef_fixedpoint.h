@@ -68,10 +68,65 @@ static inline int32_t ef_mbqm(int32_t x, int32_t m, int32_t e) {
     const int64_t r = (int64_t)x * (int64_t)m + ((int64_t)1 << (t - 1));
     return (int32_t)(r >> t);
 #else
-    const int32_t ls = e > 0 ? e : 0;
-    const int32_t rs = e > 0 ? 0 : -e;
-    return ef_rdbpot(ef_srdhm(ef_wshl(x, ls), m), rs);
+    if (e < 0 && m != EF_INT32_MIN) {
+        /* The common right-shift case, both roundings fused into one 64-bit step (exact):
+         * v = floor((p + 2^30) / 2^31) and RDBPOT(v, k) = floor((v + 2^(k-1) - [v < 0]) / 2^k), and
+         * nested floor divisions compose, so the result is floor((p + 2^30 + (2^(k-1) - [v < 0]) 2^31) / 2^(31+k))
+         * with v < 0 <=> p < -2^30. |p| < 2^62, so nothing overflows. */
+        const int64_t p = (int64_t)x * (int64_t)m;
+        const int32_t s = 31 - e;
+        const int64_t b = ((int64_t)1 << 30) + ((int64_t)1 << (s - 1)) -
+                          (p < -((int64_t)1 << 30) ? ((int64_t)1 << 31) : 0);
+        return (int32_t)((p + b) >> s);
+    }
+    return ef_rdbpot(ef_srdhm(ef_wshl(x, e > 0 ? e : 0), m), e > 0 ? 0 : -e);
 #endif
+}
+
+/* MBQM with (m, e) prepared once and applied to many x: ef_rq_apply(ef_rq_prepare(m, e), x) == ef_mbqm(x, m, e)
+ * for every x, unless `exact` is 0 (m == INT32_MIN, never produced by QuantizeMultiplier); ef_rq_mbqm covers
+ * that case too. Every mode is floor((wshl(x, ls) * m + b) / 2^s) with b = bpos - cut when the product is
+ * below -2^30 (double rounding, e < 0: RDBPOT's ties-away-from-zero correction, see ef_mbqm), else b = bpos. */
+typedef struct {
+    int64_t bpos;
+    int32_t m;
+    uint32_t cut; /* bneg = bpos - cut: 2^31 or 0 */
+    int8_t e, s, ls, exact;
+} ef_rq;
+
+static inline ef_rq ef_rq_prepare(int32_t m, int32_t e) {
+    ef_rq r;
+    r.m = m;
+    r.e = (int8_t)e;
+    r.exact = (int8_t)(m != EF_INT32_MIN);
+    r.cut = 0;
+#if EF_SINGLE_ROUNDING
+    r.ls = 0;
+    r.s = (int8_t)(31 - e);
+    r.bpos = (int64_t)1 << (r.s - 1);
+#else
+    if (e < 0) {
+        r.ls = 0;
+        r.s = (int8_t)(31 - e);
+        r.bpos = ((int64_t)1 << 30) + ((int64_t)1 << (r.s - 1));
+        r.cut = (uint32_t)1 << 31;
+    } else {
+        r.ls = (int8_t)e;
+        r.s = 31;
+        r.bpos = (int64_t)1 << 30;
+    }
+#endif
+    return r;
+}
+
+static inline int32_t ef_rq_apply(const ef_rq* r, int32_t x) {
+    const int64_t p = (int64_t)ef_wshl(x, r->ls) * (int64_t)r->m;
+    return (int32_t)((p + (p < -((int64_t)1 << 30) ? r->bpos - (int64_t)r->cut : r->bpos)) >> r->s);
+}
+
+/* ef_mbqm(x, m, e) for the prepared (m, e), in every case. */
+static inline int32_t ef_rq_mbqm(const ef_rq* r, int32_t x) {
+    return r->exact ? ef_rq_apply(r, x) : ef_mbqm(x, r->m, r->e);
 }
 
 /* exp(x) for x in [-1/4, 0), Q0.31 in and out (gemmlowp exp_on_interval_between_negative_one_quarter_and_0_excl). */

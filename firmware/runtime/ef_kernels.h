@@ -13,6 +13,9 @@
  *     element 2i in the low nibble, sign-extended; read in place, never unpacked.
  *   - Parameter structs are plain int32 fields so the generator can emit them as static const
  *     initialisers (flash).
+ *   - CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED are blocked for speed with small fixed stack
+ *     buffers; the tiling is compile-time (-DEF_NPIX, -DEF_KC, -DEF_OT, -DEF_DWV; see ef_conv.c), with
+ *     defaults chosen per target class (vector hosts vs scalar MCUs). Every tiling gives the same bytes.
  */
 #ifndef EF_KERNELS_H
 #define EF_KERNELS_H

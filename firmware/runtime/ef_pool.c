@@ -12,28 +12,49 @@ static void ef_pool_window(const ef_pool_params* p, int32_t oy, int32_t ox, int3
     *xe = p->in_w - *x0 < p->k_w ? p->in_w - *x0 : p->k_w;
 }
 
+#define EF_POOLV 16 /* channels per step */
+
 void ef_avgpool_s8(const ef_pool_params* p, const int8_t* in, int8_t* out) {
-    int32_t b, oy, ox, c, ky, kx;
+    const int32_t C = p->channels;
+    const int32_t lo = p->act_min, hi = p->act_max;
+    int32_t b, oy, ox, c0, ky, kx;
+    int j;
     for (b = 0; b < p->batches; ++b) {
+        const int8_t* img = in + b * p->in_h * p->in_w * C;
         for (oy = 0; oy < p->out_h; ++oy) {
             for (ox = 0; ox < p->out_w; ++ox) {
-                int32_t ys, ye, xs, xe, y0, x0;
+                int32_t ys, ye, xs, xe, y0, x0, n;
                 ef_pool_window(p, oy, ox, &ys, &ye, &xs, &xe, &y0, &x0);
-                for (c = 0; c < p->channels; ++c) {
-                    int32_t acc = 0;
-                    int32_t n = 0;
+                n = ye > ys && xe > xs ? (ye - ys) * (xe - xs) : 0;
+                for (c0 = 0; c0 < C; c0 += EF_POOLV) {
+                    const int32_t w = C - c0 < EF_POOLV ? C - c0 : EF_POOLV;
+                    int32_t acc[EF_POOLV];
+                    for (j = 0; j < EF_POOLV; ++j) {
+                        acc[j] = 0;
+                    }
                     for (ky = ys; ky < ye; ++ky) {
-                        for (kx = xs; kx < xe; ++kx) {
-                            acc += in[((b * p->in_h + y0 + ky) * p->in_w + x0 + kx) * p->channels + c];
-                            ++n;
+                        const int8_t* x = img + ((y0 + ky) * p->in_w + x0 + xs) * C + c0;
+                        for (kx = xs; kx < xe; ++kx, x += C) {
+                            if (w == EF_POOLV) {
+                                for (j = 0; j < EF_POOLV; ++j) {
+                                    acc[j] += x[j];
+                                }
+                            } else {
+                                for (j = 0; j < w; ++j) {
+                                    acc[j] += x[j];
+                                }
+                            }
                         }
                     }
-                    if (n == 0) {
-                        acc = 0; /* TFLM fails the op here; never reached for valid models */
-                    } else {
-                        acc = acc > 0 ? (acc + n / 2) / n : (acc - n / 2) / n;
+                    for (j = 0; j < w; ++j) {
+                        int32_t v = acc[j];
+                        if (n <= 0) {
+                            v = 0; /* TFLM fails the op here; never reached for valid models */
+                        } else {
+                            v = v > 0 ? (v + n / 2) / n : (v - n / 2) / n;
+                        }
+                        *out++ = (int8_t)ef_clamp(v, lo, hi);
                     }
-                    *out++ = (int8_t)ef_clamp(acc, p->act_min, p->act_max);
                 }
             }
         }
@@ -41,21 +62,33 @@ void ef_avgpool_s8(const ef_pool_params* p, const int8_t* in, int8_t* out) {
 }
 
 void ef_maxpool_s8(const ef_pool_params* p, const int8_t* in, int8_t* out) {
-    int32_t b, oy, ox, c, ky, kx;
+    const int32_t C = p->channels;
+    const int32_t lo = p->act_min, hi = p->act_max;
+    int32_t b, oy, ox, c0, ky, kx;
+    int j;
     for (b = 0; b < p->batches; ++b) {
+        const int8_t* img = in + b * p->in_h * p->in_w * C;
         for (oy = 0; oy < p->out_h; ++oy) {
             for (ox = 0; ox < p->out_w; ++ox) {
                 int32_t ys, ye, xs, xe, y0, x0;
                 ef_pool_window(p, oy, ox, &ys, &ye, &xs, &xe, &y0, &x0);
-                for (c = 0; c < p->channels; ++c) {
-                    int32_t mx = -128;
+                for (c0 = 0; c0 < C; c0 += EF_POOLV) {
+                    const int32_t w = C - c0 < EF_POOLV ? C - c0 : EF_POOLV;
+                    int8_t mx[EF_POOLV];
+                    for (j = 0; j < EF_POOLV; ++j) {
+                        mx[j] = -128;
+                    }
                     for (ky = ys; ky < ye; ++ky) {
-                        for (kx = xs; kx < xe; ++kx) {
-                            const int32_t v = in[((b * p->in_h + y0 + ky) * p->in_w + x0 + kx) * p->channels + c];
-                            mx = v > mx ? v : mx;
+                        const int8_t* x = img + ((y0 + ky) * p->in_w + x0 + xs) * C + c0;
+                        for (kx = xs; kx < xe; ++kx, x += C) {
+                            for (j = 0; j < w; ++j) {
+                                mx[j] = x[j] > mx[j] ? x[j] : mx[j];
+                            }
                         }
                     }
-                    *out++ = (int8_t)ef_clamp(mx, p->act_min, p->act_max);
+                    for (j = 0; j < w; ++j) {
+                        *out++ = (int8_t)ef_clamp(mx[j], lo, hi);
+                    }
                 }
             }
         }
