@@ -14,11 +14,11 @@ from edgeforge import __version__
 from edgeforge.analyze import Analysis, analyze_model
 from edgeforge.arena import ArenaMeasurement, measure_arena
 from edgeforge.budget import Verdict
-from edgeforge.data import Dataset, InputQuant, float_view, load_dataset, synthetic
+from edgeforge.data import Dataset, InputQuant, float_view, load_dataset, model_view, synthetic
 from edgeforge.emit import bundle as bundle_emit
 from edgeforge.emit import mcu
 from edgeforge.errors import DataError, ModelError, UnsupportedOpError, UsageError
-from edgeforge.evaluate import Accuracy, evaluate
+from edgeforge.evaluate import Accuracy, accuracy_from_outputs, evaluate
 from edgeforge.events import NullReporter, Reporter
 from edgeforge.model import convert as conv
 from edgeforge.model.load import SourceModel, load_model
@@ -47,6 +47,7 @@ class BuildOptions:
     input_mean: float | None = None
     input_std: float | None = None
     template_dirs: tuple[Path, ...] = ()
+    single_rounding: bool = False  # native runtime: TFLITE_SINGLE_ROUNDING arithmetic instead of the default
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,8 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     native = None
     if runtime == "native":
         reporter.stage("lowering to native C and planning the arena")
-        native = native_stage(prepared.info, prepared.model, target, _base_context(prepared, target))
+        native = native_stage(prepared.info, prepared.model, target, _base_context(prepared, target),
+                              opts.single_rounding)
         if native.arm is not None and native.arm.link_error:
             warnings.append(f"the native image does not fit {target.id}: {native.arm.link_error}")
             reporter.warning(warnings[-1])
@@ -288,8 +290,12 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     if val is not None:
         reporter.stage(f"evaluating on {len(val)} samples")
         # the tflite-micro interpreter is bit-exact with the native runtime, and is what MCU builds run
-        eval_runtime = "tflm" if runtime == "native" else runtime
-        accuracy = evaluate(prepared.float_model, prepared.model, prepared.info, eval_runtime, val, reporter.progress)
+        if runtime == "native" and opts.single_rounding:  # TFLM is double-rounding: run the generated C itself
+            accuracy = evaluate_native(prepared, native, val)
+        else:
+            eval_runtime = "tflm" if runtime == "native" else runtime
+            accuracy = evaluate(prepared.float_model, prepared.model, prepared.info, eval_runtime, val,
+                                reporter.progress)
     budget = opts.budget or target.budget
     checks = verdicts(analysis, budget, accuracy)
 
@@ -308,6 +314,26 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
 def compression_label(prepared: Prepared) -> str:
     return {"int8": "full-integer int8 (int8 I/O)", "float16": "float16 weights", "dynamic-int8":
             "dynamic-range int8 weights, float activations", "float32": "float32 (no quantization)"}[prepared.scheme]
+
+
+def evaluate_native(prepared: Prepared, native: NativeResult | None, val: Dataset) -> Accuracy:
+    """Accuracy of the generated C compiled for this machine (for modes the TFLM interpreter does not have)."""
+    import tempfile
+
+    from edgeforge.native.toolchain import host_runner
+    from edgeforge.run import run_native
+
+    assert native is not None
+    with tempfile.TemporaryDirectory(prefix="edgeforge-eval-") as tmp:
+        root = Path(tmp)
+        for rel, data in native.files.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(data)
+        host_runner(root)  # compiled (and cached) once
+        inp, out = prepared.info.input_tensors()[0], prepared.info.output_tensors()[0]
+        x = model_view(val, inp.dtype, inp.scale[0] if inp.scale else None, inp.zero_point[0] if inp.zero_point else None)
+        raw = run_native(root, x.reshape((len(x), *inp.shape)), tuple(out.shape[1:]), out.dtype)
+    return accuracy_from_outputs(prepared, raw, val, "native (generated C on the host)")
 
 
 def _base_context(prepared: Prepared, target: Target) -> dict[str, Any]:

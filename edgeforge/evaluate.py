@@ -65,6 +65,20 @@ def outputs(model: bytes, info: ModelInfo, runtime: str, ds: Dataset,
     return _real(run_batch(model, runtime, x, progress), out)
 
 
+def accuracy_from_outputs(prepared: Any, raw: np.ndarray, ds: Dataset, runtime: str) -> Accuracy:
+    """Accuracy from raw outputs already computed (e.g. by the generated C), against the float model."""
+    got = _real(raw.reshape(len(raw), -1), prepared.info.output_tensors()[0])
+    ref = None
+    if prepared.float_model is not None:
+        fbytes, finfo = prepared.float_model
+        fin = finfo.input_tensors()[0]
+        ref = _real(run_batch(fbytes, "litert", _batch(float_view(ds).astype(np.dtype(fin.dtype)), fin)),
+                    finfo.output_tensors()[0]).reshape(len(raw), -1)
+    top1 = float(np.mean(got.argmax(axis=1) == ds.y)) if ds.y is not None else None
+    float_top1 = float(np.mean(ref.argmax(axis=1) == ds.y)) if ds.y is not None and ref is not None else None
+    return Accuracy(len(ds), ds.source, runtime, float_top1, top1, sqnr_db(ref, got) if ref is not None else None)
+
+
 def evaluate(float_model: tuple[bytes, ModelInfo] | None, model: bytes, info: ModelInfo, runtime: str,
              ds: Dataset, progress: Callable[[int, int], None] | None = None) -> Accuracy:
     got = outputs(model, info, runtime, ds, progress)

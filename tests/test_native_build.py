@@ -102,3 +102,23 @@ def test_mlperf_models_native_bit_exact_and_smaller_arena(cli, mlperf: Path, tmp
     n = m["native"]
     assert n["arena_bytes"] <= n["tflm_measured_arena_bytes"]
     assert n["lower_bound_bytes"] <= n["arena_bytes"]
+
+
+@pytest.mark.mlperf
+def test_single_rounding_is_one_switch_recorded_in_the_build(cli, mlperf: Path, tmp_path: Path) -> None:
+    """--rounding single: parameters, kernels (via the build's ef_config.h) and the manifest agree; outputs move
+    by an LSB here and there against TFLM's default double rounding (a few LSB after ten stacked layers)."""
+    model = mlperf / "ad" / "ad01_int8.tflite"
+    single, double = tmp_path / "single", tmp_path / "double"
+    r = cli("build", model, "--target", "cortex-m4", "--runtime", "native", "--rounding", "single", "--out", single,
+            "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["native"]["rounding"] == "single"
+    assert "#define EF_SINGLE_ROUNDING 1 " in (single / "native" / "runtime" / "ef_config.h").read_text()
+    assert cli("build", model, "--target", "cortex-m4", "--runtime", "native", "--out", double).code == 0
+    frames = np.fromfile(mlperf / "samples" / "ad01_normal_id_01_00000000_hist_librosa.bin", np.float32)
+    x = np.stack([frames.reshape(200, 128)[i : i + 5].reshape(-1) for i in range(0, 190, 10)])
+    a = _run(cli, single, x, tmp_path, "s").astype(int)
+    b = _run(cli, double, x, tmp_path, "d").astype(int)
+    assert 0 < np.count_nonzero(a != b) and np.abs(a - b).max() <= 4 and np.abs(a - b).mean() < 1
+    assert_clean_error(cli("build", model, "--target", "cortex-m4", "--rounding", "single"), 2)

@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="compression scheme (default: the target's first)")
     b.add_argument("--runtime", choices=["tflm", "native", "litert"],
                    help="runtime (default: the target's); native = ahead-of-time C, no interpreter")
+    b.add_argument("--rounding", choices=["double", "single"], default="double",
+                   help="native runtime arithmetic: TFLM's default double rounding, or TFLITE_SINGLE_ROUNDING")
     b.add_argument("--flash-budget", metavar="SIZE", help="override the model flash budget (e.g. 256K)")
     b.add_argument("--ram-budget", metavar="SIZE", help="override the model RAM budget (e.g. 64K)")
     b.add_argument("--latency-budget-ms", type=float, metavar="MS", help="override the latency budget")
@@ -211,7 +213,10 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
     opts = BuildOptions(out_dir=out, data=args.data, val=args.val, data_quant=_data_quant(args.data_quant),
                         calib_samples=args.calib_samples, quantization=args.quantization, runtime=args.runtime,
                         budget=budget, labels=args.labels, symbol=args.symbol, input_mean=args.input_mean,
-                        input_std=args.input_std, template_dirs=tuple(args.templates_dir))
+                        input_std=args.input_std, template_dirs=tuple(args.templates_dir),
+                        single_rounding=args.rounding == "single")
+    if args.rounding == "single" and (args.runtime or target.runtime) != "native":
+        raise UsageError("--rounding single applies to the native runtime", "add --runtime native")
     result = build(args.model, target, opts, CliReporter(c))
     m = result.manifest
     code = ExitCode.OK if result.fits else ExitCode.BUDGET

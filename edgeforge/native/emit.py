@@ -124,4 +124,7 @@ def native_files(native: NativeModel, info: ModelInfo, base: dict[str, Any],
     for path in sorted(runtime.iterdir()):
         if path.suffix in (".c", ".h"):
             files[f"runtime/{path.name}"] = path.read_bytes()
+    if native.single_rounding:  # the parameters were generated for single rounding: the kernels must agree
+        files["runtime/ef_config.h"] = files["runtime/ef_config.h"].replace(
+            b"#define EF_SINGLE_ROUNDING 0 ", b"#define EF_SINGLE_ROUNDING 1 ")
     return files

@@ -12,6 +12,8 @@
 
 #include <stdint.h>
 
+#include "ef_config.h"
+
 #ifndef EF_SINGLE_ROUNDING
 #define EF_SINGLE_ROUNDING 0
 #endif
