@@ -135,6 +135,9 @@ def bench_build(build_dir: Path, board: str | None, port: str | None, runs: int,
             report = run_session(client, transport, x, expected, runs, warmup, expected_latency,
                                  on_retry=reporter.warning, progress=reporter.progress)
             if not report.all_match and "ef-dump" in identity.get("ext", ""):
+                if not (build_dir / "firmware" / IMAGES["host-sim"]).is_file():
+                    with contextlib.suppress(DeviceError, UsageError):  # the host's reference dumps
+                        build_image(build_dir, "host-sim", manifest, target.hardware)
                 report.first_divergence = _first_divergence(client, build_dir, x[[s.index for s in report.samples
                                                                                   if not s.matches_host][0]])
         finally:
@@ -162,8 +165,8 @@ def output_agreement(report: BenchReport, expected: np.ndarray, out: Any) -> dic
 
 
 def _first_divergence(client: DutClient, build_dir: Path, x: np.ndarray) -> dict[str, Any] | None:
-    """Walk the ops in execution order; name the first whose output differs from the host's."""
-    # The host reference of every intermediate: the same generated C compiled here, dumped op by op.
+    """Walk the ops in execution order; name the first whose output differs from the host's (the same
+    generated C compiled here, dumped op by op)."""
     from edgeforge.bench.protocol import ProtocolError
 
     client.upload(np.ascontiguousarray(x).tobytes())
@@ -181,8 +184,7 @@ def _first_divergence(client: DutClient, build_dir: Path, x: np.ndarray) -> dict
 
 
 def _host_dump(build_dir: Path, x: np.ndarray, k: int) -> bytes | None:
-    from edgeforge.bench.firmware import build_image  # noqa: F401  (same firmware, host port)
-
+    """Op ``k``'s output from the same firmware built for this machine (the host-sim image), as reference."""
     image = build_dir / "firmware" / IMAGES["host-sim"]
     if not image.is_file():
         return None
