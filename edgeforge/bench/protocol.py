@@ -215,6 +215,6 @@ class DutClient:
                 with _damaged("ef-ops"):
                     i, name, us, cycles = ln[len("m-ef-op-[") : -1].split(",")
                     rows.append((int(i), name, int(us), int(cycles)))
-        if [r[0] for r in rows] != list(range(len(rows))) or not all(r[1].replace("_", "").isalnum() for r in rows):
+        if [r[0] for r in rows] != list(range(len(rows))) or not all(re.fullmatch(r"[A-Z0-9_+]+", r[1]) for r in rows):
             raise ProtocolError("the per-op timing lines are damaged", "retrying")
         return rows

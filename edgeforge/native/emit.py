@@ -38,9 +38,13 @@ def prepare_native(info: ModelInfo, model: bytes, single_rounding: bool = False)
     """Lower every op (UnsupportedOpError for one the native runtime lacks) and plan the arena."""
     from edgeforge.native.lower import lower
 
-    calls = lower(info, model, single_rounding)
+    from edgeforge.native.fuse import fuse_residual_adds
+
+    unfused = lower(info, model, single_rounding)
+    calls = fuse_residual_adds(unfused, info)
     consts = {c.name: c for call in calls for c in call.consts}
-    return NativeModel(tuple(calls), plan(calls, info), tflm_like(calls, info),
+    # TFLM's figure is for the model as it is: one buffer per op output, no fusion
+    return NativeModel(tuple(calls), plan(calls, info), tflm_like(unfused, info),
                        sum(c.nbytes for c in consts.values()), single_rounding)
 
 
