@@ -105,8 +105,7 @@ class Analysis:
 
 
 def estimate(info: ModelInfo, target: Target, runtime: str, arena: ArenaMeasurement | None,
-             total_macs: int) -> Estimates:
-    peak = activation_peak(info)
+             total_macs: int, peak: int) -> Estimates:
     if runtime == "tflm" and arena is not None:
         ram, ram_basis = arena.emitted, "measured TFLM arena (tflite-micro interpreter) + margin"
     elif runtime == "tflm":
@@ -135,9 +134,10 @@ def analyze_model(info: ModelInfo, target: Target | None, runtime: str | None,
                              sum(o.nbytes for o in outs), outs[0].shape if outs else (), support.supports(op.op)))
     total_macs = sum(r.macs for r in rows)
     unsupported = tuple(support.unsupported(info.op_names))
-    est = estimate(info, target, rt, arena, total_macs) if target else None
+    peak = activation_peak(info)
+    est = estimate(info, target, rt, arena, total_macs, peak) if target else None
     notes = []
     if info.subgraphs > 1:
         notes.append(f"the model has {info.subgraphs} subgraphs; only the first is analysed")
     return Analysis(tuple(rows), rt, unsupported, sum(r.params for r in rows), total_macs, info.weight_bytes,
-                    info.size, activation_peak(info), est, arena, tuple(notes))
+                    info.size, peak, est, arena, tuple(notes))

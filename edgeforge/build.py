@@ -18,7 +18,7 @@ from edgeforge.data import Dataset, InputQuant, float_view, load_dataset, model_
 from edgeforge.emit import bundle as bundle_emit
 from edgeforge.emit import mcu
 from edgeforge.errors import DataError, ModelError, UnsupportedOpError, UsageError
-from edgeforge.evaluate import Accuracy, accuracy_from_outputs, evaluate
+from edgeforge.evaluate import Accuracy, dequantize, evaluate, score
 from edgeforge.events import NullReporter, Reporter
 from edgeforge.model import convert as conv
 from edgeforge.model.load import SourceModel, load_model
@@ -333,7 +333,8 @@ def evaluate_native(prepared: Prepared, native: NativeResult | None, val: Datase
         inp, out = prepared.info.input_tensors()[0], prepared.info.output_tensors()[0]
         x = model_view(val, inp.dtype, inp.scale[0] if inp.scale else None, inp.zero_point[0] if inp.zero_point else None)
         raw = run_native(root, x.reshape((len(x), *inp.shape)), tuple(out.shape[1:]), out.dtype)
-    return accuracy_from_outputs(prepared, raw, val, "native (generated C on the host)")
+    real = dequantize(raw.reshape(len(raw), -1), out)
+    return score(real, prepared.float_model, val, "native (generated C on the host)")
 
 
 def _base_context(prepared: Prepared, target: Target) -> dict[str, Any]:

@@ -99,8 +99,6 @@ def _conform(x: np.ndarray, shape: tuple[int, ...], source: str) -> np.ndarray:
     if x.ndim == 0:
         raise DataError(f"{source} holds a scalar, not samples", "store an array [N, *input_shape]")
     elems = math.prod(shape)
-    if x.ndim == len(shape) and tuple(x.shape) == shape and shape and shape[0] == 1 and len(shape) > 1:
-        x = x  # a single sample with its batch dimension
     per_sample = math.prod(x.shape[1:]) if x.ndim > 1 else 1
     if per_sample != elems:
         raise DataError(f"data samples in {source} have shape {list(x.shape[1:])} but the model input is "

@@ -37,7 +37,8 @@ class Accuracy:
                 "identical_outputs": self.sqnr_db == math.inf}
 
 
-def _real(out: np.ndarray, t: TensorInfo) -> np.ndarray:
+def dequantize(out: np.ndarray, t: TensorInfo) -> np.ndarray:
+    """Real values of raw outputs of tensor ``t`` (quantized integers are mapped through scale and zero point)."""
     if np.dtype(t.dtype).kind in "iu" and t.scale:
         return (out.astype(np.float64) - t.zero_point[0]) * t.scale[0]
     return out.astype(np.float64)
@@ -62,18 +63,18 @@ def outputs(model: bytes, info: ModelInfo, runtime: str, ds: Dataset,
     scale = inp.scale[0] if inp.scale else None
     zp = inp.zero_point[0] if inp.zero_point else None
     x = _batch(model_view(ds, inp.dtype, scale, zp), inp)
-    return _real(run_batch(model, runtime, x, progress), out)
+    return dequantize(run_batch(model, runtime, x, progress), out)
 
 
-def accuracy_from_outputs(prepared: Any, raw: np.ndarray, ds: Dataset, runtime: str) -> Accuracy:
-    """Accuracy from raw outputs already computed (e.g. by the generated C), against the float model."""
-    got = _real(raw.reshape(len(raw), -1), prepared.info.output_tensors()[0])
+def score(got: np.ndarray, float_model: tuple[bytes, ModelInfo] | None, ds: Dataset, runtime: str) -> Accuracy:
+    """Accuracy of real-valued outputs ``got`` [N, ...]: top-1 with labels, SQNR against the float model."""
+    got = got.reshape(len(got), -1)
     ref = None
-    if prepared.float_model is not None:
-        fbytes, finfo = prepared.float_model
+    if float_model is not None:
+        fbytes, finfo = float_model
         fin = finfo.input_tensors()[0]
-        ref = _real(run_batch(fbytes, "litert", _batch(float_view(ds).astype(np.dtype(fin.dtype)), fin)),
-                    finfo.output_tensors()[0]).reshape(len(raw), -1)
+        x = _batch(float_view(ds).astype(np.dtype(fin.dtype)), fin)
+        ref = dequantize(run_batch(fbytes, "litert", x), finfo.output_tensors()[0]).reshape(len(got), -1)
     top1 = float(np.mean(got.argmax(axis=1) == ds.y)) if ds.y is not None else None
     float_top1 = float(np.mean(ref.argmax(axis=1) == ds.y)) if ds.y is not None and ref is not None else None
     return Accuracy(len(ds), ds.source, runtime, float_top1, top1, sqnr_db(ref, got) if ref is not None else None)
@@ -81,18 +82,5 @@ def accuracy_from_outputs(prepared: Any, raw: np.ndarray, ds: Dataset, runtime: 
 
 def evaluate(float_model: tuple[bytes, ModelInfo] | None, model: bytes, info: ModelInfo, runtime: str,
              ds: Dataset, progress: Callable[[int, int], None] | None = None) -> Accuracy:
-    got = outputs(model, info, runtime, ds, progress)
-    ref = None
-    if float_model is not None:
-        fbytes, finfo = float_model
-        fin = finfo.input_tensors()[0]
-        x = _batch(float_view(ds).astype(np.dtype(fin.dtype)), fin)
-        ref = _real(run_batch(fbytes, "litert", x), finfo.output_tensors()[0])
-    top1 = float_top1 = sq = None
-    if ds.y is not None:
-        top1 = float(np.mean(got.reshape(len(got), -1).argmax(axis=1) == ds.y))
-        if ref is not None:
-            float_top1 = float(np.mean(ref.reshape(len(ref), -1).argmax(axis=1) == ds.y))
-    if ref is not None:
-        sq = sqnr_db(ref, got)
-    return Accuracy(len(ds), ds.source, runtime, float_top1, top1, sq)
+    """Run ``model`` on ``ds`` with a host interpreter and score it."""
+    return score(outputs(model, info, runtime, ds, progress), float_model, ds, runtime)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgeforge.bench.firmware import IMAGES, build_image
-from edgeforge.bench.protocol import DutClient
+from edgeforge.bench.protocol import CHUNK, DutClient
 from edgeforge.bench.session import BenchReport, run_session
 from edgeforge.data import load_dataset, model_view
 from edgeforge.device.boards import BOARDS, RunningBoard, host_sim, process_board, qemu_cortex_m4
@@ -191,7 +191,7 @@ def _host_dump(build_dir: Path, x: np.ndarray, k: int) -> bytes | None:
     import subprocess
 
     data = np.ascontiguousarray(x).tobytes()
-    script = f"db load {len(data)}%" + "".join(f"db {data[i:i + 31].hex()}%" for i in range(0, len(data), 31))
+    script = f"db load {len(data)}%" + "".join(f"db {data[i:i + CHUNK].hex()}%" for i in range(0, len(data), CHUNK))
     script += f"ef-dump {k}%"
     out = subprocess.run([str(image)], input=script.encode(), capture_output=True, timeout=60).stdout.decode()
     return bytes.fromhex("".join(ln.strip()[len("m-ef-dump-["):-1] for ln in out.splitlines()

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeforge.bench.protocol import DutClient, ProtocolError
+from edgeforge.bench.protocol import DutClient
 from edgeforge.device.transport import DeviceError, SerialTransport
 
 

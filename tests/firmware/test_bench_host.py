@@ -15,7 +15,6 @@ import pytest
 from benchdut import (
     BOOT,
     ERROR_RE,
-    RESULTS_RE,
     ROOT,
     Item,
     build_native,
