@@ -14,6 +14,7 @@ from edgeforge import __version__
 from edgeforge.analyze import Analysis, analyze_model
 from edgeforge.arena import ArenaMeasurement, measure_arena
 from edgeforge.budget import Verdict
+from edgeforge.compress.driver import Outcome, SearchOptions
 from edgeforge.data import Dataset, InputQuant, float_view, load_dataset, model_view, synthetic
 from edgeforge.emit import bundle as bundle_emit
 from edgeforge.emit import mcu
@@ -48,6 +49,7 @@ class BuildOptions:
     input_std: float | None = None
     template_dirs: tuple[Path, ...] = ()
     single_rounding: bool = False  # native runtime: TFLITE_SINGLE_ROUNDING arithmetic instead of the default
+    search: SearchOptions = field(default_factory=SearchOptions)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Prepared:
     sample_shape: tuple[int, ...]
     data_dtype: str
     warnings: tuple[str, ...]
+    recipe: str | None = None  # per-layer compression chosen by the search (None: uniform int8)
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,12 @@ class BuildResult:
     accuracy: Accuracy | None
     warnings: tuple[str, ...] = field(default=())
     link_error: str | None = None  # the native image did not link into the board's memory
+    search: dict[str, Any] | None = None  # what the compression search chose (manifest["search"])
 
     @property
     def fits(self) -> bool:
-        return self.link_error is None and all(v.fits is not False for v in self.verdicts)
+        searched_out = self.search is not None and "replayed" not in self.search and self.search["chosen"] is None
+        return self.link_error is None and not searched_out and all(v.fits is not False for v in self.verdicts)
 
     @property
     def missed(self) -> list[Verdict]:
@@ -261,6 +266,18 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     prepared, ds = prepare(model_path, target, scheme, runtime, opts.data, opts.data_quant, opts.calib_samples,
                            reporter)
     warnings = list(prepared.warnings)
+    budget = opts.budget or target.budget
+    val = ds
+    if opts.val is not None:
+        val = load_dataset(opts.val, prepared.sample_shape, np.dtype(prepared.data_dtype), opts.data_quant)
+    elif opts.data is not None:
+        warnings.append("no --val data: accuracy is measured on the calibration data")
+        reporter.warning(warnings[-1])
+    outcome = _maybe_search(prepared, ds, val, target, opts, budget, reporter)
+    if outcome is not None:
+        prepared = replace(prepared, model=outcome.model, info=outcome.info, recipe=outcome.summary["layers"])
+        if outcome.result is not None and outcome.result.chosen is None:
+            warnings.append("no candidate fits every budget: the build holds the closest one")
     native = None
     if runtime == "native":
         reporter.stage("lowering to native C and planning the arena")
@@ -278,16 +295,12 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     arena = _arena(prepared, reporter)
     analysis = analyze_model(prepared.info, target, runtime, arena)
     if native is not None:
-        analysis = with_native_estimates(analysis, native)
+        analysis = with_native_estimates(analysis, native, prepared.info)
 
-    val = ds
-    if opts.val is not None:
-        val = load_dataset(opts.val, prepared.sample_shape, np.dtype(prepared.data_dtype), opts.data_quant)
-    elif opts.data is not None:
-        warnings.append("no --val data: accuracy is measured on the calibration data")
-        reporter.warning(warnings[-1])
     accuracy = None
-    if val is not None:
+    if outcome is not None and outcome.accuracy is not None and not opts.single_rounding:
+        accuracy = outcome.accuracy  # the search verified this very model with TFLM on the same data
+    elif val is not None:
         reporter.stage(f"evaluating on {len(val)} samples")
         # the tflite-micro interpreter is bit-exact with the native runtime, and is what MCU builds run
         if runtime == "native" and opts.single_rounding:  # TFLM is double-rounding: run the generated C itself
@@ -296,22 +309,90 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
             eval_runtime = "tflm" if runtime == "native" else runtime
             accuracy = evaluate(prepared.float_model, prepared.model, prepared.info, eval_runtime, val,
                                 reporter.progress)
-    budget = opts.budget or target.budget
     checks = verdicts(analysis, budget, accuracy)
 
     reporter.stage("emitting artifacts")
     files = emit_files(prepared, target, opts, analysis, labels, native)
+    if outcome is not None:
+        files.update(outcome.files)
     manifest = make_manifest(prepared, target, opts, analysis, accuracy, checks, files, warnings)
     if native is not None:
         manifest["native"] = native.to_json(arena.total if arena else None)
         manifest["fits"] = manifest["fits"] and not (native.arm and native.arm.link_error)
+    if outcome is not None:
+        manifest["search"] = outcome.summary
+        manifest["fits"] = manifest["fits"] and outcome.fits
     files["manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     write_tree(opts.out_dir, files)
     link_error = native.arm.link_error if native is not None and native.arm is not None else None
-    return BuildResult(opts.out_dir, manifest, analysis, checks, accuracy, tuple(warnings), link_error)
+    return BuildResult(opts.out_dir, manifest, analysis, checks, accuracy, tuple(warnings), link_error,
+                       outcome.summary if outcome is not None else None)
+
+
+def _maybe_search(prepared: Prepared, ds: Dataset | None, val: Dataset | None, target: Target, opts: BuildOptions,
+                  budget: Budget, reporter: Reporter) -> Outcome | None:
+    """Run the compression search (or replay ``--recipe``) when the options and budgets call for it."""
+    from edgeforge.compress import driver
+    from edgeforge.compress.costs import LatencyEstimator
+
+    runtime = prepared.runtime
+    if prepared.scheme != "int8" or runtime == "litert":
+        if opts.search.recipe is not None or opts.search.mode == "always":
+            raise UsageError(f"the compression search works on full-integer int8 models for the tflm and native "
+                             f"runtimes, not {prepared.scheme} on {runtime}",
+                             "build for an MCU target, or drop --search/--recipe")
+        return None
+    try:
+        latency = LatencyEstimator(target, runtime, prepared.info).ms({})
+    except Exception:  # no cost model for this target: latency cannot trigger a search
+        latency = None
+    flash = driver.base_flash(prepared.info, prepared.model, runtime)
+    if not driver.wanted(opts.search, runtime, prepared.scheme, flash, latency, budget):
+        return None
+    if ds is None:  # an int8 source built without data: screen on synthetic inputs
+        ds = Dataset(synthetic(prepared.sample_shape, SYNTHETIC_SAMPLES), None,
+                     f"synthetic: {SYNTHETIC_SAMPLES} samples of normal(0, 1), seed 0")
+    if opts.search.recipe is not None:
+        reporter.stage(f"applying recipe {opts.search.recipe}")
+        return driver.replay(prepared.model, prepared.info, opts.search.recipe, ds)
+    val = val if val is not None else ds
+    if runtime == "native":
+        reporter.stage("planning the int8 model's native image (RAM for the search)")
+        base = native_stage(prepared.info, prepared.model, target, _base_context(prepared, target),
+                            opts.single_rounding)
+        base_ram, ram_exact = base.ram[0], None
+    else:
+        reporter.stage("measuring the TFLite Micro arena of the int8 model")
+        base_ram = measure_arena(prepared.model, prepared.info).emitted
+
+        def ram_exact(model: bytes) -> int:
+            return measure_arena(model, read_tflite(model)).emitted
+    ctx = {"model": {"name": prepared.source.name, "sha256": prepared.source.sha256},
+           "target": {"id": target.id, "name": target.name, "runtime": runtime}}
+    return driver.search(prepared.model, prepared.info, prepared.float_model, ds, val, target, runtime, budget,
+                         base_ram, ram_exact, ctx, reporter)
+
+
+def native_model_flash(native: NativeResult, info: ModelInfo) -> tuple[int, str]:
+    """The model's weights as the native runtime stores them: filters (sparse where smaller) and the
+    other constant tensors (biases). The requantization tables and kernel code are in the linked image,
+    which the linker checks against the board's flash."""
+    from edgeforge.compress.layers import WEIGHT_OPS
+
+    filters = {op.inputs[1] for op in info.ops if op.op in WEIGHT_OPS and len(op.inputs) > 1 and op.inputs[1] >= 0}
+    other = sum(t.nbytes for t in info.tensors if t.is_constant and t.index not in filters)
+    weights = native.to_json(None).get("weights")
+    stored = weights["stored_bytes"] if weights else sum(info.tensors[i].nbytes for i in filters)
+    image = native.arm.flash if native.arm is not None and native.arm.link_error is None else None
+    basis = (f"measured: model weights in the generated C ({stored} B of filters, dense or sparse, + {other} B of "
+             f"biases/constants); all model constants {native.native.const_bytes} B"
+             + (f", linked image {image} B" if image else ""))
+    return stored + other, basis
 
 
 def compression_label(prepared: Prepared) -> str:
+    if prepared.recipe is not None:
+        return f"int8 activations, per-layer weights: {prepared.recipe}"
     return {"int8": "full-integer int8 (int8 I/O)", "float16": "float16 weights", "dynamic-int8":
             "dynamic-range int8 weights, float activations", "float32": "float32 (no quantization)"}[prepared.scheme]
 
@@ -342,10 +423,10 @@ def _base_context(prepared: Prepared, target: Target) -> dict[str, Any]:
             "model_sha256": sha256(prepared.model)}
 
 
-def with_native_estimates(analysis: Analysis, native: NativeResult) -> Analysis:
+def with_native_estimates(analysis: Analysis, native: NativeResult, info: ModelInfo) -> Analysis:
     est = analysis.estimates
     assert est is not None
-    flash, flash_basis = native.flash
+    flash, flash_basis = native_model_flash(native, info)
     ram, ram_basis = native.ram
     return replace(analysis, estimates=replace(est, flash_bytes=flash, flash_basis=flash_basis, ram_bytes=ram,
                                                ram_basis=ram_basis))

@@ -9,8 +9,8 @@ class Reporter(Protocol):
     def stage(self, name: str) -> None:
         """A long step starts (conversion, calibration, evaluation...)."""
 
-    def progress(self, done: int, total: int) -> None:
-        """Progress within the current stage."""
+    def progress(self, done: int, total: int, note: str = "") -> None:
+        """Progress within the current stage (``note``: e.g. the best result so far)."""
 
     def warning(self, message: str) -> None:
         """Something the user must know about, though the work goes on."""
@@ -25,7 +25,7 @@ class NullReporter:
     def stage(self, name: str) -> None:
         pass
 
-    def progress(self, done: int, total: int) -> None:
+    def progress(self, done: int, total: int, note: str = "") -> None:
         pass
 
     def warning(self, message: str) -> None:
@@ -44,8 +44,8 @@ class RecordingReporter:
     def stage(self, name: str) -> None:
         self.events.append(("stage", name))
 
-    def progress(self, done: int, total: int) -> None:
-        self.events.append(("progress", (done, total)))
+    def progress(self, done: int, total: int, note: str = "") -> None:
+        self.events.append(("progress", (done, total, note) if note else (done, total)))
 
     def warning(self, message: str) -> None:
         self.events.append(("warning", message))

@@ -52,12 +52,12 @@ class CliReporter:
         if self.c.interactive or (self.c.verbose and not self.c.quiet):
             self.c.err(self.c.style(f"» {name}", "2"))
 
-    def progress(self, done: int, total: int) -> None:
+    def progress(self, done: int, total: int, note: str = "") -> None:
         if not self.c.interactive or total <= 0:
             return
         width = 30
         filled = int(width * done / total)
-        sys.stderr.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        sys.stderr.write(f"\r\033[K  [{'#' * filled}{'.' * (width - filled)}] {done}/{total}" + (f"  {note}" if note else ""))
         sys.stderr.flush()
         self._bar = True
         if done >= total:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from edgeforge.analyze import Analysis
@@ -46,6 +47,29 @@ def verdict_lines(c: Console, verdicts: tuple[Verdict, ...]) -> list[str]:
         status = c.style("ok", "32") if v.fits else c.style(f"OVER by {_value(v, v.excess or 0)}", "1;31")
         lines.append(f"{label}[{bar}] {ratio * 100:6.1f}% ({_value(v, v.value)} of {_value(v, v.limit)}) "
                      f"{status}  [{v.basis.split(':')[0]}]")
+    return lines
+
+
+def search_lines(search: dict[str, Any], out: Path) -> list[str]:
+    """The compression search's table of candidates (what report.html plots), the choice marked."""
+    if "replayed" in search:
+        return [f"recipe:    {search['recipe']} from {search['replayed']}: {search['layers']}"]
+    head = f"   {'id':<4} {'flash B':>8} {'RAM B':>8} {'latency':>10} {'accuracy':>9}  {'how':<9} {'fits':<5} recipe"
+    lines = ["", f"compression search: {search['candidates']} candidates", head, "   " + "-" * (len(head) - 3)]
+    for r in search["table"]:
+        mark = "*" if r["id"] == search["chosen"] else (">" if search["closest"] and
+                                                         r["id"] == search["closest"]["id"] else " ")
+        acc = (f"{r['accuracy'] * 100:8.2f}%" if r["accuracy"] is not None else
+               f"{r['sqnr_db']:6.1f} dB" if r["sqnr_db"] is not None else "      n/a")
+        lat = f"{r['latency_ms']:8.2f}ms" if r["latency_ms"] is not None else "       n/a"
+        fits = "yes" if r["fits"] else "no"
+        lines.append(f" {mark} {r['id']:<4} {r['flash_bytes']:>8} {r['ram_bytes']:>8} {lat:>10} {acc:>9}  "
+                     f"{r['evaluated']:<9} {fits:<5} {r['summary']}")
+    if search["chosen"]:
+        binding = search["binding"] or "none (the most accurate candidate fits)"
+        lines.append(f"chosen:    {search['chosen']} ({search['layers']}); binding budget: {binding}; "
+                     f"saved {search['saved']['int4_bytes']} B by int4, {search['saved']['sparsity_bytes']} B by sparsity")
+    lines.append(f"report:    {out}/report.html, {out}/report.json, recipe {out}/recipe.toml")
     return lines
 
 

@@ -1,0 +1,99 @@
+"""The search's result as a JSON-able document: what report.json holds and report.html renders."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+from edgeforge.compress.layers import WeightLayer
+from edgeforge.compress.recipe import LayerChoice
+from edgeforge.compress.search import Candidate, SearchResult
+from edgeforge.target.schema import Budget
+
+
+def _choice_key(c: LayerChoice) -> str:
+    return f"int{c.bits}" + (f"/{'ch' if c.structured else ''}{c.sparsity:g}" if c.sparsity else "")
+
+
+def candidate_json(c: Candidate, layers: list[WeightLayer], names: Mapping[int, str]) -> dict[str, Any]:
+    acc = c.accuracy
+    if acc is not None:
+        accuracy, sqnr, evaluated = acc.top1, acc.sqnr_db, "verified"
+    else:
+        accuracy, sqnr, evaluated = c.score.top1, c.score.sqnr_db, "screened"
+    if c.measured_ms is not None:
+        evaluated = "measured"
+    cost = c.cost.to_json()
+    return {
+        "id": c.id, "name": c.recipe.name, "kind": c.kind,
+        "layers": c.recipe.to_json(la.op_index for la in layers),
+        "flash_bytes": cost["flash_bytes"], "ram_bytes": cost["ram_bytes"],
+        "latency_ms": c.measured_ms if c.measured_ms is not None else cost["latency_ms"],
+        "latency_estimate_ms": cost["latency_ms"],
+        "accuracy": accuracy, "sqnr_db": sqnr, "evaluated": evaluated,
+        "screened": {"top1": c.score.top1, "sqnr_db": c.score.sqnr_db, "noise": round(c.score.noise, 8)},
+        "verified": acc.to_json() if acc is not None else None,
+        "fits": not c.misses, "misses": sorted(c.misses), "excess": dict(sorted(c.misses.items())),
+        "pareto": False, "saved": cost["saved"],
+        "storage": {str(op): s.format for op, s in sorted(c.storage.items())},
+        "summary": c.recipe.summary(names),
+    }
+
+
+_SHORT = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "dw", "FULLY_CONNECTED": "fc"}
+
+
+def layer_names(layers: list[WeightLayer]) -> dict[int, str]:
+    """Short, stable names: op kind and op index (tensor names of converted models are often opaque)."""
+    return {la.op_index: f"{_SHORT.get(la.op, la.op.lower())}{la.op_index}" for la in layers}
+
+
+def _mark_pareto(rows: list[dict[str, Any]]) -> None:
+    """Pareto-optimal in flash (down) and accuracy (up; SQNR without labels) among scored candidates."""
+    def acc(r: dict[str, Any]) -> float | None:
+        return r["accuracy"] if r["accuracy"] is not None else r["sqnr_db"]
+
+    scored = [r for r in rows if acc(r) is not None]
+    for r in rows:
+        a = acc(r)
+        r["pareto"] = a is not None and not any(
+            o["flash_bytes"] <= r["flash_bytes"] and acc(o) >= a and (o["flash_bytes"], acc(o)) != (r["flash_bytes"], a)
+            for o in scored)
+
+
+def search_document(result: SearchResult, layers: list[WeightLayer], budget: Budget, model: Mapping[str, Any],
+                    target: Mapping[str, Any], verify_basis: str, training: str) -> dict[str, Any]:
+    names = layer_names(layers)
+    rows = [candidate_json(c, layers, names) for c in result.candidates]
+    _mark_pareto(rows)
+    has_labels = any(r["accuracy"] is not None for r in rows)
+    sens = []
+    for la in layers:
+        row = result.sensitivity.get(la.op_index, {})
+        sens.append({"index": la.op_index, "op": la.op, "name": names[la.op_index], "tensor": la.name,
+                     "params": la.params,
+                     "macs": la.macs,
+                     "sensitivity": {_choice_key(c): {"noise": round(s.noise, 8), "top1": s.top1,
+                                                      "sqnr_db": s.sqnr_db}
+                                     for c, s in sorted(row.items()) if not c.is_default}})
+    closest = None
+    if result.chosen is None and result.closest is not None:
+        closest = {"id": result.closest.id, "misses": dict(sorted(result.closest.misses.items()))}
+    return {
+        "format": "edgeforge-search/1",
+        "model": dict(model),
+        "target": dict(target),
+        "budgets": asdict(budget),
+        "metric": "top1" if has_labels else "sqnr_db",
+        "training": training,
+        "evaluation": {"screen": result.screen_basis, "verify": verify_basis, "latency": result.latency_basis,
+                       "flash": result.flash_basis},
+        "notes": list(result.notes),
+        "layers": sens,
+        "candidates": rows,
+        "baseline": result.candidates[0].id if result.candidates else None,
+        "chosen": result.chosen.id if result.chosen is not None else None,
+        "binding": result.binding,
+        "closest": closest,
+    }

@@ -1,0 +1,105 @@
+"""The search as a build stage: decide whether to search, run it (or replay a recipe), and hand the
+build the chosen model with its report files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeforge.compress.apply import apply_recipe
+from edgeforge.compress.document import layer_names, search_document
+from edgeforge.compress.layers import WeightLayer, input_means, weight_layers
+from edgeforge.compress.recipe import Recipe, load_space, read_recipe
+from edgeforge.compress.report import render_html, render_json
+from edgeforge.compress.screen import Screener
+from edgeforge.compress.search import Candidate, Search, SearchInputs, SearchResult
+from edgeforge.data import Dataset
+from edgeforge.errors import UsageError
+from edgeforge.evaluate import Accuracy
+from edgeforge.events import Reporter
+from edgeforge.model.tflite import ModelInfo, read_tflite
+from edgeforge.target.schema import Budget, Target
+
+SEARCH_MODES = ("auto", "always", "never")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    mode: str = "auto"  # auto: search when the int8 model misses the flash or latency budget
+    recipe: Path | None = None  # replay a recipe instead of searching
+    measure_board: str | None = None  # build --measure --board: decide latency on measured numbers
+    measure_port: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the build continues with."""
+
+    model: bytes
+    info: ModelInfo
+    recipe: Recipe
+    accuracy: Accuracy | None  # verified with TFLM on the validation data, when the search did it
+    result: SearchResult | None
+    files: dict[str, bytes] = field(default_factory=dict)  # report.html, report.json, recipe.toml
+    summary: dict[str, Any] = field(default_factory=dict)  # for the manifest and the CLI
+
+    @property
+    def fits(self) -> bool:
+        return self.result is None or self.result.chosen is not None
+
+
+def base_flash(info: ModelInfo, model: bytes, runtime: str) -> int:
+    """Model flash of the uncompressed int8 model: its weights for the native runtime (what the
+    emitter stores: filters and biases), the flatbuffer for interpreters."""
+    return info.weight_bytes if runtime == "native" else len(model)
+
+
+def wanted(opts: SearchOptions, runtime: str, scheme: str, flash: int, latency_ms: float | None,
+           budget: Budget) -> bool:
+    if opts.recipe is not None or opts.mode == "always":
+        return True
+    if opts.mode == "never" or scheme != "int8" or runtime == "litert":
+        return False
+    return flash > budget.model_flash_bytes or (latency_ms is not None and latency_ms > budget.latency_ms)
+
+
+def replay(model: bytes, info: ModelInfo, path: Path, screen: Dataset | None) -> Outcome:
+    """``--recipe FILE``: apply a recipe as written (with bias correction when data is given)."""
+    layers = weight_layers(model, info)
+    recipe = read_recipe(path, [la.op_index for la in layers])
+    means = None
+    if screen is not None:
+        means = input_means(model, info, layers, Screener(model, info, None, screen).x)
+    out = apply_recipe(model, layers, recipe, {}, means)
+    return Outcome(out, read_tflite(out, "the compressed model"), recipe, None, None,
+                   summary={"recipe": recipe.name, "replayed": str(path), "layers": recipe.summary(layer_names(layers))})
+
+
+def search(model: bytes, info: ModelInfo, float_model: tuple[bytes, ModelInfo] | None, screen: Dataset,
+           val: Dataset, target: Target, runtime: str, budget: Budget, base_ram: int, ram_exact: Any,
+           report_ctx: dict[str, Any], reporter: Reporter) -> Outcome:
+    layers: list[WeightLayer] = weight_layers(model, info)
+    if not layers:
+        raise UsageError("the model has no int8 CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED filters to compress",
+                         "build without --search")
+    space = load_space(target.data.get("search"))
+    inputs = SearchInputs(model, info, layers, float_model, screen.head(space.screen_samples), val, budget, runtime,
+                          target, space, base_flash(info, model, runtime), base_ram, ram_exact)
+    result = Search(inputs, reporter).run()
+    pick: Candidate | None = result.chosen or result.closest
+    assert pick is not None
+    doc = search_document(result, layers, budget, report_ctx["model"], report_ctx["target"],
+                          f"TFLite Micro (bit-exact with the native runtime) on {len(val)} samples of {val.source}",
+                          "post-training only (no --train data given)")
+    files = {"report.html": render_html(doc), "report.json": render_json(doc), "recipe.toml":
+             pick.recipe.to_toml().encode()}
+    summary = {"chosen": doc["chosen"], "closest": doc["closest"], "binding": doc["binding"],
+               "candidates": len(result.candidates), "recipe": pick.recipe.name,
+               "layers": pick.recipe.summary(layer_names(layers)), "flash_bytes": pick.cost.flash_bytes,
+               "saved": pick.cost.to_json()["saved"], "report": "report.html",
+               "table": [{k: r[k] for k in ("id", "name", "summary", "flash_bytes", "ram_bytes", "latency_ms",
+                                            "accuracy", "sqnr_db", "evaluated", "fits", "misses", "pareto", "saved")}
+                         for r in doc["candidates"]]}
+    return Outcome(pick.model, read_tflite(pick.model, "the compressed model"), pick.recipe, pick.accuracy, result,
+                   files, summary)

@@ -1,0 +1,365 @@
+"""The compression search: per-layer sensitivity, a frontier of recipes under the flash and latency
+budgets, screening of every candidate, and a full verification of the choice and its neighbours.
+
+1. Sensitivity: every per-layer option (int4, pruning levels, structured pruning) is applied to that
+   layer alone and screened; its output noise against the int8 model is the layer's cost in accuracy.
+2. Frontier: treating per-layer noise as additive, a multiple-choice knapsack (dynamic programming over
+   model flash, with a Lagrange weight on latency when the latency budget binds) gives the least-noise
+   recipe for a ladder of flash budgets, the target's own budget among them.
+3. Screening: every frontier recipe and the uniform presets are applied to the whole model and run.
+4. Verification: the best screened candidates that fit flash, RAM and latency are evaluated on all
+   validation data with TFLite Micro; the best verified one that also keeps the accuracy budget wins.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from edgeforge.compress.apply import Compressed, apply_recipe, compress_layer
+from edgeforge.compress.costs import CandidateCost, FlashModel, LatencyEstimator, Storage
+from edgeforge.compress.layers import WeightLayer, input_means
+from edgeforge.compress.recipe import DENSE_INT8, LayerChoice, Recipe, SearchSpace
+from edgeforge.compress.screen import Score, Screener, verify
+from edgeforge.data import Dataset
+from edgeforge.evaluate import Accuracy
+from edgeforge.events import NullReporter, Reporter
+from edgeforge.model.tflite import ModelInfo, read_tflite
+from edgeforge.target.schema import Budget
+
+BUDGET_KEYS = ("model_flash_bytes", "model_ram_bytes", "latency_ms", "max_accuracy_drop")
+
+
+@dataclass
+class Candidate:
+    id: str
+    recipe: Recipe
+    kind: str  # "preset" | "frontier"
+    model: bytes
+    cost: CandidateCost
+    storage: dict[int, Storage]
+    score: Score
+    accuracy: Accuracy | None = None  # set once verified
+    measured_ms: float | None = None  # set when measured on a board (build --measure)
+    misses: dict[str, float] = field(default_factory=dict)  # budget -> excess
+
+    @property
+    def hw_fits(self) -> bool:
+        return not any(k != "max_accuracy_drop" for k in self.misses)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    chosen: Candidate | None
+    closest: Candidate | None
+    candidates: list[Candidate]
+    binding: str | None
+    sensitivity: dict[int, dict[LayerChoice, Score]]
+    notes: tuple[str, ...]
+    screen_basis: str
+    latency_basis: str
+    flash_basis: str
+
+
+@dataclass(frozen=True)
+class SearchInputs:
+    model: bytes
+    info: ModelInfo
+    layers: list[WeightLayer]
+    float_model: tuple[bytes, ModelInfo] | None
+    screen: Dataset
+    val: Dataset
+    budget: Budget
+    runtime: str
+    target: Any
+    space: SearchSpace
+    base_flash: int  # model flash of the int8 model under ``runtime`` (exact)
+    base_ram: int  # RAM of the int8 model under ``runtime`` (recipes do not change activations)
+    ram_exact: Callable[[bytes], int] | None = None  # measures a candidate's RAM (TFLM: its arena) when verified
+
+
+class Search:
+    def __init__(self, inp: SearchInputs, reporter: Reporter | None = None) -> None:
+        self.inp = inp
+        self.rep = reporter or NullReporter()
+        self.flash = FlashModel(inp.runtime, inp.layers, inp.base_flash)
+        try:
+            self.latency: LatencyEstimator | None = LatencyEstimator(inp.target, inp.runtime, inp.info)
+        except Exception as exc:  # a target without a cost model still gets a search, without latency
+            self.rep.detail(f"no latency model: {exc}")
+            self.latency = None
+        self.cache: dict[tuple[int, LayerChoice], Compressed] = {}
+        self.storage_cache: dict[tuple[int, LayerChoice], Storage] = {}
+        self.screener = Screener(inp.model, inp.info, inp.float_model, inp.screen)
+        self.means = input_means(inp.model, inp.info, inp.layers, self.screener.x)
+        self.candidates: list[Candidate] = []
+        self.by_key: dict[Any, Candidate] = {}
+        self.best: Candidate | None = None
+
+    # -- per-layer pieces ----------------------------------------------------------------------
+    def comp(self, op: int, choice: LayerChoice) -> Compressed:
+        key = (op, choice)
+        if key not in self.cache:
+            layer = next(la for la in self.inp.layers if la.op_index == op)
+            self.cache[key] = compress_layer(layer, choice, self.means.get(op))
+        return self.cache[key]
+
+    def store(self, op: int, choice: LayerChoice) -> Storage:
+        key = (op, choice)
+        if key not in self.storage_cache:
+            self.storage_cache[key] = self.flash.storage(op, None if choice.is_default else self.comp(op, choice))
+        return self.storage_cache[key]
+
+    def latency_ms(self, recipe: Recipe) -> float | None:
+        if self.latency is None:
+            return None
+        choices = {op: (c.bits, self.comp(op, c).density) for op, c in recipe.layers}
+        return self.latency.ms(choices)
+
+    def cost(self, recipe: Recipe) -> tuple[CandidateCost, dict[int, Storage]]:
+        stored = {la.op_index: self.store(la.op_index, recipe.choice(la.op_index)) for la in self.inp.layers}
+        flash = self.flash.total(stored)
+        ram = self.inp.base_ram
+        if self.inp.runtime == "tflm":  # TFLM unpacks an int4 filter into a scratch buffer of int8
+            int4 = [la.params for la in self.inp.layers if recipe.choice(la.op_index).bits == 4]
+            ram += max(int4, default=0)
+        int4_saved = sum(s.int8_bytes - s.dense_bytes for s in stored.values())
+        sparse_saved = sum(s.dense_bytes - s.stored_bytes for s in stored.values())
+        return CandidateCost(flash, ram, self.latency_ms(recipe), int4_saved, sparse_saved), stored
+
+    # -- candidates ------------------------------------------------------------------------------
+    def add(self, recipe: Recipe, kind: str) -> Candidate:
+        if recipe.key in self.by_key:
+            return self.by_key[recipe.key]
+        model = apply_recipe(self.inp.model, self.inp.layers, recipe, self.cache, self.means)
+        cost, stored = self.cost(recipe)
+        if self.inp.runtime != "native":  # the flatbuffer itself is what goes to flash: exact size
+            cost = replace(cost, flash_bytes=len(model))
+        cand = Candidate(f"c{len(self.candidates):02d}", recipe, kind, model, cost, stored,
+                         self.screener.score(model))
+        cand.misses = self.misses(cand)
+        self.candidates.append(cand)
+        self.by_key[recipe.key] = cand
+        if cand.hw_fits and (self.best is None or cand.score.rank() > self.best.score.rank()):
+            self.best = cand
+        return cand
+
+    def misses(self, cand: Candidate) -> dict[str, float]:
+        b = self.inp.budget
+        out: dict[str, float] = {}
+        if cand.cost.flash_bytes > b.model_flash_bytes:
+            out["model_flash_bytes"] = cand.cost.flash_bytes - b.model_flash_bytes
+        if cand.cost.ram_bytes > b.model_ram_bytes:
+            out["model_ram_bytes"] = cand.cost.ram_bytes - b.model_ram_bytes
+        if cand.cost.latency_ms is not None and cand.cost.latency_ms > b.latency_ms:
+            out["latency_ms"] = round(cand.cost.latency_ms - b.latency_ms, 3)
+        acc = cand.accuracy
+        if acc is not None and acc.drop is not None and acc.drop > b.max_accuracy_drop:
+            out["max_accuracy_drop"] = round(acc.drop - b.max_accuracy_drop, 6)
+        return out
+
+    # -- the steps ---------------------------------------------------------------------------------
+    def sensitivity(self, options: list[LayerChoice]) -> dict[int, dict[LayerChoice, Score]]:
+        total = len(self.inp.layers) * len(options)
+        self.rep.stage(f"measuring per-layer sensitivity ({total} single-layer variants)")
+        out: dict[int, dict[LayerChoice, Score]] = {}
+        done = 0
+        for layer in self.inp.layers:
+            row: dict[LayerChoice, Score] = {DENSE_INT8: Score(None, None, 0.0)}
+            for choice in options:
+                if choice.is_default or not layer.allows(choice.bits):
+                    done += 1
+                    continue
+                model = apply_recipe(self.inp.model, self.inp.layers, Recipe.of("probe", {layer.op_index: choice}),
+                                     self.cache, self.means)
+                row[choice] = self.screener.score(model)
+                done += 1
+                self.rep.progress(done, total)
+            out[layer.op_index] = row
+        return out
+
+    def frontier(self, sens: dict[int, dict[LayerChoice, Score]], options: list[LayerChoice]) -> list[Recipe]:
+        """Least-noise recipes for a ladder of flash capacities (and the budget itself)."""
+        layers = self.inp.layers
+        ops = [la.op_index for la in layers]
+        cost = np.array([[self.store(op, c).stored_bytes for c in options] for op in ops], dtype=np.int64)
+        noise = np.array([[sens[op][c].noise if c in sens[op] else np.inf for c in options] for op in ops])
+        lat = self._latency_deltas(ops, options)
+        lo, hi = int(cost.min(axis=1).sum()), int(cost.max(axis=1).sum())
+        unit = max(1, math.ceil(hi / 4000))
+        budget_cap = self.inp.budget.model_flash_bytes - self.flash.fixed
+        n = self.inp.space.frontier_points
+        caps = sorted({int(lo + (hi - lo) * k / max(n - 1, 1)) for k in range(n)} | {budget_cap})
+        caps = [c for c in caps if c >= lo]
+        recipes = []
+        for cap in caps:
+            rec = self._knapsack(ops, options, cost, noise, lat, cap, unit)
+            if rec is not None:
+                recipes.append(rec)
+        return recipes
+
+    def _latency_deltas(self, ops: list[int], options: list[LayerChoice]) -> np.ndarray | None:
+        if self.latency is None:
+            return None
+        base = self.latency.ms({})
+        return np.array([[self.latency.ms({op: (c.bits, self.comp(op, c).density)}) - base if not c.is_default
+                          else 0.0 for c in options] for op in ops])
+
+    def _knapsack(self, ops: list[int], options: list[LayerChoice], cost: np.ndarray, noise: np.ndarray,
+                  lat: np.ndarray | None, cap: int, unit: int) -> Recipe | None:
+        budget_ms = self.inp.budget.latency_ms
+        base_ms = self.latency.ms({}) if self.latency is not None else 0.0
+
+        def solve(mu: float) -> list[int] | None:
+            pen = noise + (mu * lat if lat is not None else 0.0)
+            slots = cap // unit + 1
+            q = -(-cost // unit)  # ceil: never under-count bytes
+            best = np.zeros(slots)
+            picks = np.zeros((len(ops), slots), dtype=np.int16)
+            for i in range(len(ops)):
+                nxt = np.full(slots, np.inf)
+                for j in range(len(options)):
+                    c = int(q[i, j])
+                    if c >= slots:
+                        continue
+                    cand = np.full(slots, np.inf)
+                    cand[c:] = best[: slots - c] + pen[i, j]
+                    better = cand < nxt
+                    nxt[better] = cand[better]
+                    picks[i, better] = j
+                best = nxt
+            if not np.isfinite(best[-1]):
+                return None
+            slot, chosen = slots - 1, []
+            for i in range(len(ops) - 1, -1, -1):
+                j = int(picks[i, slot])
+                chosen.append(j)
+                slot -= int(q[i, j])
+            return chosen[::-1]
+
+        chosen = solve(0.0)
+        if chosen is None:
+            return None
+        if lat is not None and base_ms + sum(lat[i, j] for i, j in enumerate(chosen)) > budget_ms:
+            lo_mu, hi_mu = 0.0, 1.0
+            for _ in range(40):  # bisect the Lagrange weight on latency
+                trial = solve(hi_mu)
+                if trial is not None and base_ms + sum(lat[i, j] for i, j in enumerate(trial)) <= budget_ms:
+                    break
+                hi_mu *= 4
+            for _ in range(20):
+                mid = (lo_mu + hi_mu) / 2
+                trial = solve(mid)
+                if trial is not None and base_ms + sum(lat[i, j] for i, j in enumerate(trial)) <= budget_ms:
+                    hi_mu, chosen = mid, trial
+                else:
+                    lo_mu = mid
+            chosen = solve(hi_mu) or chosen
+        return Recipe.of(f"frontier @ {cap + self.flash.fixed} B",
+                         {op: options[j] for op, j in zip(ops, chosen)})
+
+    def run(self) -> SearchResult:
+        inp = self.inp
+        options = inp.space.options()
+        base = self.add(Recipe("int8"), "preset")
+        sens = self.sensitivity(options)
+        presets = [Recipe.of(name, {la.op_index: c if la.allows(c.bits) else LayerChoice(8, c.sparsity, c.structured)
+                                    for la in inp.layers}) for name, c in inp.space.presets if c.bits in inp.space.bits]
+        frontier = self.frontier(sens, options)
+        todo = [(r, "preset") for r in presets] + [(r, "frontier") for r in frontier]
+        self.rep.stage(f"screening {len(todo)} candidates")
+        for k, (recipe, kind) in enumerate(todo, 1):
+            self.add(recipe, kind)
+            best = self.best
+            self.rep.progress(k, len(todo), "" if best is None else
+                              f"best so far {best.id}: {self._score_text(best.score)}, {best.cost.flash_bytes} B")
+        self._verify(base)
+        chosen = self._choose()
+        closest = None if chosen is not None else self._closest()
+        notes = self._notes()
+        latency_basis = self.latency.basis if self.latency is not None else "no latency model for this target"
+        return SearchResult(chosen, closest, self.candidates, self._binding(chosen), sens, tuple(notes),
+                            self.screener.describe(), latency_basis, self.flash.basis)
+
+    @staticmethod
+    def _score_text(s: Score) -> str:
+        if s.top1 is not None:
+            return f"top-1 {s.top1 * 100:.1f}% screened"
+        return f"SQNR {s.sqnr_db:.1f} dB screened" if s.sqnr_db is not None else f"noise {s.noise:.2e}"
+
+    def _verify(self, cand: Candidate) -> None:
+        if cand.accuracy is None:
+            self.rep.stage(f"verifying {cand.id} ({cand.recipe.name}) on {len(self.inp.val)} samples with TFLite Micro")
+            info = read_tflite(cand.model)
+            cand.accuracy = verify(cand.model, info, self.inp.float_model, self.inp.val)
+            if self.inp.ram_exact is not None:
+                cand.cost = replace(cand.cost, ram_bytes=self.inp.ram_exact(cand.model))
+            cand.misses = self.misses(cand)
+
+    def _choose(self) -> Candidate | None:
+        fits = sorted((c for c in self.candidates if c.hw_fits),
+                      key=lambda c: (c.score.rank(), -c.cost.flash_bytes), reverse=True)
+        want = 1 + self.inp.space.verify_neighbours
+        verified: list[Candidate] = []
+        for cand in fits:
+            self._verify(cand)
+            verified.append(cand)
+            good = [c for c in verified if not c.misses]
+            if len(verified) >= want and good:
+                break
+            if len(verified) >= want + 4:  # give up: the accuracy budget is out of reach
+                break
+        good = [c for c in verified if not c.misses]
+        if not good:
+            return None
+        return max(good, key=lambda c: (_verified_rank(c), -c.cost.flash_bytes))
+
+    def _closest(self) -> Candidate | None:
+        def worst_excess(c: Candidate) -> float:
+            b = self.inp.budget
+            limits = {"model_flash_bytes": b.model_flash_bytes, "model_ram_bytes": b.model_ram_bytes,
+                      "latency_ms": b.latency_ms, "max_accuracy_drop": max(b.max_accuracy_drop, 1e-3)}
+            return max((v / limits[k] for k, v in c.misses.items()), default=0.0)
+
+        return min(self.candidates, key=lambda c: (worst_excess(c), -c.score.rank()[0]), default=None)
+
+    def _binding(self, chosen: Candidate | None) -> str | None:
+        """The tightest budget at the chosen point (highest share of its limit used): the one that
+        keeps the search from a less compressed, more accurate model."""
+        if chosen is None:
+            return None
+        b = self.inp.budget
+        used = {"model_flash_bytes": chosen.cost.flash_bytes / b.model_flash_bytes,
+                "model_ram_bytes": chosen.cost.ram_bytes / b.model_ram_bytes}
+        if chosen.cost.latency_ms is not None:
+            used["latency_ms"] = chosen.cost.latency_ms / b.latency_ms
+        acc = chosen.accuracy
+        if acc is not None and acc.drop is not None and b.max_accuracy_drop > 0:
+            used["max_accuracy_drop"] = max(acc.drop, 0.0) / b.max_accuracy_drop
+        return max(sorted(used), key=lambda k: used[k])
+
+    def _notes(self) -> list[str]:
+        notes = ["post-training only: no --train data was given, so pruned and int4 layers are not fine-tuned"]
+        if self.inp.runtime == "tflm":
+            notes.append("TFLite Micro stores and runs pruned weights dense: sparsity saves no flash or time "
+                         "with the tflm runtime (build with --runtime native to exploit it); int4 halves filter "
+                         "flash but TFLM unpacks int4 filters into an int8 scratch buffer (counted in RAM)")
+        elif self.inp.runtime == "native":
+            notes.append("native runtime: pruned filters are stored sparse when that is smaller and their "
+                         "kernels skip zero weights (bit-exact with the dense result)")
+        if self.inp.val.y is None:
+            notes.append("no labels: candidates are ranked by output SQNR against the float model")
+        return notes
+
+
+def _verified_rank(c: Candidate) -> float:
+    acc = c.accuracy
+    if acc is None:
+        return -math.inf
+    if acc.top1 is not None:
+        return acc.top1
+    return acc.sqnr_db if acc.sqnr_db is not None and math.isfinite(acc.sqnr_db) else 1e9
