@@ -71,6 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--latency-budget-ms", type=float, metavar="MS", help="override the latency budget")
     b.add_argument("--max-accuracy-drop", type=float, metavar="FRACTION",
                    help="override the accuracy budget (0.02 = two top-1 points)")
+    b.add_argument("--search", choices=["auto", "always", "never"], default="auto",
+                   help="compression search over per-layer int4/int8 and pruning: auto = when the int8 model "
+                        "misses the flash or latency budget (default); writes report.html/report.json")
+    b.add_argument("--recipe", type=Path, metavar="TOML",
+                   help="apply a recipe (e.g. the recipe.toml of an earlier search) instead of searching")
+    b.add_argument("--measure", action="store_true",
+                   help="with --board: flash the best candidates and decide on measured latency")
+    b.add_argument("--board", help="board for --measure (see `edgeforge bench --help`)")
+    b.add_argument("--port", help="serial port or URL of the --board")
     b.add_argument("--labels", type=Path, help="labels.txt (one class per line) for bundles")
     b.add_argument("--input-mean", type=float, help="normalization mean recorded for bundles")
     b.add_argument("--input-std", type=float, help="normalization std recorded for bundles")
@@ -204,7 +213,8 @@ def cmd_analyze(args: argparse.Namespace, c: Console) -> int:
 def cmd_build(args: argparse.Namespace, c: Console) -> int:
     from edgeforge.budget import with_overrides
     from edgeforge.build import BuildOptions, build
-    from edgeforge.cli.render import human_bytes, verdict_lines
+    from edgeforge.compress.driver import SearchOptions
+    from edgeforge.cli.render import human_bytes, search_lines, verdict_lines
 
     target = _registry(args).get(args.target)
     budget = with_overrides(target.budget, args.flash_budget, args.ram_budget, args.latency_budget_ms,
@@ -214,7 +224,11 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
                         calib_samples=args.calib_samples, quantization=args.quantization, runtime=args.runtime,
                         budget=budget, labels=args.labels, symbol=args.symbol, input_mean=args.input_mean,
                         input_std=args.input_std, template_dirs=tuple(args.templates_dir),
-                        single_rounding=args.rounding == "single")
+                        single_rounding=args.rounding == "single",
+                        search=SearchOptions(args.search, args.recipe, args.board if args.measure else None,
+                                             args.port))
+    if args.measure and not args.board:
+        raise UsageError("--measure needs --board", "e.g. --measure --board qemu-cortex-m4")
     if args.rounding == "single" and (args.runtime or target.runtime) != "native":
         raise UsageError("--rounding single applies to the native runtime", "add --runtime native")
     result = build(args.model, target, opts, CliReporter(c))
@@ -241,6 +255,8 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
         if acc.sqnr_db is not None:
             parts.append(f"output SQNR {acc.sqnr_db:.1f} dB vs float")
         c.out(f"accuracy:  {', '.join(parts) or 'n/a'} on {acc.samples} samples ({acc.runtime} on the host)")
+    if result.search is not None:
+        c.out("\n".join(search_lines(result.search, out)))
     c.out("")
     c.out("\n".join(verdict_lines(c, result.verdicts)))
     c.out("")
@@ -261,6 +277,10 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
             unit = human_bytes(v.excess or 0) if v.budget.endswith("bytes") else (
                 f"{v.excess:.1f} ms" if v.budget == "latency_ms" else f"{(v.excess or 0) * 100:.2f} pts")
             c.err(f"budget missed: {v.budget} by {unit} ({v.value} > {v.limit})")
+        if result.search is not None and result.search.get("closest"):
+            cl = result.search["closest"]
+            c.err(f"nothing fits: closest candidate {cl['id']} ({result.search['recipe']}) misses "
+                  + ", ".join(f"{k} by {v}" for k, v in cl["misses"].items()) + f"; see {out}/report.html")
         c.err(f"closest result: this {m['compression']['scheme']} build in {out}/ "
               f"(flash {m['estimates']['flash_bytes']} B, RAM {m['estimates']['ram_bytes']} B, "
               f"latency {m['estimates']['latency_ms']} ms)")

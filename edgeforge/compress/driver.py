@@ -69,8 +69,9 @@ def replay(model: bytes, info: ModelInfo, path: Path, screen: Dataset | None) ->
     layers = weight_layers(model, info)
     recipe = read_recipe(path, [la.op_index for la in layers])
     means = None
-    if screen is not None:
-        means = input_means(model, info, layers, Screener(model, info, None, screen).x)
+    if screen is not None:  # the same inputs the search corrected biases with: same bytes out
+        subset = screen.head(load_space().screen_samples)
+        means = input_means(model, info, layers, Screener(model, info, None, subset).x)
     out = apply_recipe(model, layers, recipe, {}, means)
     return Outcome(out, read_tflite(out, "the compressed model"), recipe, None, None,
                    summary={"recipe": recipe.name, "replayed": str(path), "layers": recipe.summary(layer_names(layers))})

@@ -94,6 +94,7 @@ class Search:
             self.latency = None
         self.cache: dict[tuple[int, LayerChoice], Compressed] = {}
         self.storage_cache: dict[tuple[int, LayerChoice], Storage] = {}
+        self.ram_cache: dict[tuple[int, ...], int] = {}
         self.screener = Screener(inp.model, inp.info, inp.float_model, inp.screen)
         self.means = input_means(inp.model, inp.info, inp.layers, self.screener.x)
         self.candidates: list[Candidate] = []
@@ -124,9 +125,6 @@ class Search:
         stored = {la.op_index: self.store(la.op_index, recipe.choice(la.op_index)) for la in self.inp.layers}
         flash = self.flash.total(stored)
         ram = self.inp.base_ram
-        if self.inp.runtime == "tflm":  # TFLM unpacks an int4 filter into a scratch buffer of int8
-            int4 = [la.params for la in self.inp.layers if recipe.choice(la.op_index).bits == 4]
-            ram += max(int4, default=0)
         int4_saved = sum(s.int8_bytes - s.dense_bytes for s in stored.values())
         sparse_saved = sum(s.dense_bytes - s.stored_bytes for s in stored.values())
         return CandidateCost(flash, ram, self.latency_ms(recipe), int4_saved, sparse_saved), stored
@@ -138,7 +136,7 @@ class Search:
         model = apply_recipe(self.inp.model, self.inp.layers, recipe, self.cache, self.means)
         cost, stored = self.cost(recipe)
         if self.inp.runtime != "native":  # the flatbuffer itself is what goes to flash: exact size
-            cost = replace(cost, flash_bytes=len(model))
+            cost = replace(cost, flash_bytes=len(model), ram_bytes=self._ram(recipe, model))
         cand = Candidate(f"c{len(self.candidates):02d}", recipe, kind, model, cost, stored,
                          self.screener.score(model))
         cand.misses = self.misses(cand)
@@ -291,13 +289,21 @@ class Search:
             return f"top-1 {s.top1 * 100:.1f}% screened"
         return f"SQNR {s.sqnr_db:.1f} dB screened" if s.sqnr_db is not None else f"noise {s.noise:.2e}"
 
+    def _ram(self, recipe: Recipe, model: bytes) -> int:
+        """TFLM's arena grows with int4 filters (unpacking scratch): measured once per set of int4 layers
+        (pruning does not change it)."""
+        int4 = tuple(op for op, c in recipe.layers if c.bits == 4)
+        if not int4 or self.inp.ram_exact is None:
+            return self.inp.base_ram
+        if int4 not in self.ram_cache:
+            self.ram_cache[int4] = self.inp.ram_exact(model)
+        return self.ram_cache[int4]
+
     def _verify(self, cand: Candidate) -> None:
         if cand.accuracy is None:
             self.rep.stage(f"verifying {cand.id} ({cand.recipe.name}) on {len(self.inp.val)} samples with TFLite Micro")
             info = read_tflite(cand.model)
             cand.accuracy = verify(cand.model, info, self.inp.float_model, self.inp.val)
-            if self.inp.ram_exact is not None:
-                cand.cost = replace(cand.cost, ram_bytes=self.inp.ram_exact(cand.model))
             cand.misses = self.misses(cand)
 
     def _choose(self) -> Candidate | None:
