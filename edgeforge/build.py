@@ -4,6 +4,7 @@ budget verdicts -> emit -> write atomically with a manifest. Also ``analyze`` on
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -273,8 +274,8 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     elif opts.data is not None:
         warnings.append("no --val data: accuracy is measured on the calibration data")
         reporter.warning(warnings[-1])
-    outcome = _maybe_search(prepared, ds, val, target, opts, budget, reporter)
-    if outcome is not None:
+    outcome, prepared = _maybe_search(model_path, prepared, ds, val, target, opts, budget, reporter)
+    if outcome is not None and outcome.scheme is None:
         prepared = replace(prepared, model=outcome.model, info=outcome.info, recipe=outcome.summary["layers"])
         if outcome.result is not None and outcome.result.chosen is None:
             warnings.append("no candidate fits every budget: the build holds the closest one")
@@ -296,6 +297,10 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     analysis = analyze_model(prepared.info, target, runtime, arena)
     if native is not None:
         analysis = with_native_estimates(analysis, native, prepared.info)
+    if outcome is not None and outcome.measured_ms is not None and analysis.estimates is not None:
+        analysis = replace(analysis, estimates=replace(
+            analysis.estimates, latency_ms=outcome.measured_ms,
+            latency_basis=f"measured: median on board {opts.search.measure_board} (build --measure)"))
 
     accuracy = None
     if outcome is not None and outcome.accuracy is not None and not opts.single_rounding:
@@ -329,32 +334,34 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
                        outcome.summary if outcome is not None else None)
 
 
-def _maybe_search(prepared: Prepared, ds: Dataset | None, val: Dataset | None, target: Target, opts: BuildOptions,
-                  budget: Budget, reporter: Reporter) -> Outcome | None:
-    """Run the compression search (or replay ``--recipe``) when the options and budgets call for it."""
+def _maybe_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val: Dataset | None, target: Target,
+                  opts: BuildOptions, budget: Budget, reporter: Reporter) -> tuple[Outcome | None, Prepared]:
+    """Run the compression search (or replay ``--recipe``) when the options and budgets call for it;
+    returns the outcome and what the build continues from."""
     from edgeforge.compress import driver
     from edgeforge.compress.costs import LatencyEstimator
 
     runtime = prepared.runtime
-    if prepared.scheme != "int8" or runtime == "litert":
+    if runtime == "litert":
+        return _scheme_search(model_path, prepared, ds, val, target, opts, budget, reporter)
+    if prepared.scheme != "int8":
         if opts.search.recipe is not None or opts.search.mode == "always":
-            raise UsageError(f"the compression search works on full-integer int8 models for the tflm and native "
-                             f"runtimes, not {prepared.scheme} on {runtime}",
-                             "build for an MCU target, or drop --search/--recipe")
-        return None
+            raise UsageError(f"the per-layer search works on full-integer int8 models, not {prepared.scheme}",
+                             "build with --quantization int8, or drop --search/--recipe")
+        return None, prepared
     try:
         latency = LatencyEstimator(target, runtime, prepared.info).ms({})
     except Exception:  # no cost model for this target: latency cannot trigger a search
         latency = None
     flash = driver.base_flash(prepared.info, prepared.model, runtime)
     if not driver.wanted(opts.search, runtime, prepared.scheme, flash, latency, budget):
-        return None
+        return None, prepared
     if ds is None:  # an int8 source built without data: screen on synthetic inputs
         ds = Dataset(synthetic(prepared.sample_shape, SYNTHETIC_SAMPLES), None,
                      f"synthetic: {SYNTHETIC_SAMPLES} samples of normal(0, 1), seed 0")
     if opts.search.recipe is not None:
         reporter.stage(f"applying recipe {opts.search.recipe}")
-        return driver.replay(prepared.model, prepared.info, opts.search.recipe, ds)
+        return driver.replay(prepared.model, prepared.info, opts.search.recipe, ds), prepared
     val = val if val is not None else ds
     if runtime == "native":
         reporter.stage("planning the int8 model's native image (RAM for the search)")
@@ -368,9 +375,67 @@ def _maybe_search(prepared: Prepared, ds: Dataset | None, val: Dataset | None, t
         def ram_exact(model: bytes) -> int:
             return measure_arena(model, read_tflite(model)).emitted
     ctx = {"model": {"name": prepared.source.name, "sha256": prepared.source.sha256},
-           "target": {"id": target.id, "name": target.name, "runtime": runtime}}
+           "target": {"id": target.id, "name": target.name, "runtime": runtime},
+           "board": opts.search.measure_board}
     return driver.search(prepared.model, prepared.info, prepared.float_model, ds, val, target, runtime, budget,
-                         base_ram, ram_exact, ctx, reporter)
+                         base_ram, ram_exact, ctx, reporter, _measurer(target, opts)), prepared
+
+
+def _scheme_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val: Dataset | None, target: Target,
+                   opts: BuildOptions, budget: Budget, reporter: Reporter) -> tuple[Outcome | None, Prepared]:
+    """LiteRT targets: choose among the target's whole-model schemes (int8, float16, dynamic-int8, ...)."""
+    from edgeforge.compress import driver
+
+    if opts.search.recipe is not None or opts.search.measure_board is not None:
+        raise UsageError("--recipe and --measure apply to microcontroller runtimes (tflm, native)",
+                         "for LiteRT targets use --search always to compare the target's quantization schemes")
+    searched = opts.search.mode == "always" or (opts.search.mode == "auto" and opts.quantization is None
+                                                and len(prepared.model) > budget.model_flash_bytes)
+    if not searched:
+        return None, prepared
+    variants: dict[str, Prepared] = {prepared.scheme: prepared}
+    for scheme in target.quantization:
+        if scheme in variants:
+            continue
+        reporter.stage(f"converting to {scheme}")
+        try:
+            variants[scheme], _ = prepare(model_path, target, scheme, prepared.runtime, opts.data, opts.data_quant,
+                                          opts.calib_samples, NullReporter())
+        except ModelError as exc:  # e.g. an int8 source cannot become float16
+            reporter.detail(f"{scheme}: {exc.message}")
+    if val is None:
+        val = Dataset(synthetic(prepared.sample_shape, SYNTHETIC_SAMPLES), None,
+                      f"synthetic: {SYNTHETIC_SAMPLES} samples of normal(0, 1), seed 0")
+    ctx = {"model": {"name": prepared.source.name, "sha256": prepared.source.sha256},
+           "target": {"id": target.id, "name": target.name, "runtime": prepared.runtime}}
+    float_model = next((p.float_model for p in variants.values() if p.float_model is not None), None)
+    outcome = driver.scheme_search([(k, p.model, p.info) for k, p in variants.items()], float_model, val, target,
+                                   budget, ctx, reporter)
+    assert outcome.scheme is not None
+    return outcome, variants[outcome.scheme]
+
+
+def _measurer(target: Target, opts: BuildOptions) -> Callable[[bytes], float] | None:
+    """``build --measure --board``: a candidate is built (native, no search) and benchmarked on the board."""
+    board = opts.search.measure_board
+    if board is None:
+        return None
+    if (opts.runtime or target.runtime) != "native":
+        raise UsageError("--measure benchmarks native builds", "add --runtime native")
+    import tempfile
+
+    from edgeforge.compress.measure import measure_latency_ms
+
+    def measure(model: bytes) -> float:
+        with tempfile.TemporaryDirectory(prefix="edgeforge-measure-") as tmp:
+            src = Path(tmp) / "candidate.tflite"
+            src.write_bytes(model)
+            sub = replace(opts, out_dir=Path(tmp) / "build", data=None, val=None, search=SearchOptions("never"),
+                          budget=None)
+            build(src, target, sub)
+            return measure_latency_ms(Path(tmp) / "build", board, opts.search.measure_port)
+
+    return measure
 
 
 def native_model_flash(native: NativeResult, info: ModelInfo) -> tuple[int, str]:

@@ -67,9 +67,12 @@ def search_lines(search: dict[str, Any], out: Path) -> list[str]:
                      f"{r['evaluated']:<9} {fits:<5} {r['summary']}")
     if search["chosen"]:
         binding = search["binding"] or "none (the most accurate candidate fits)"
-        lines.append(f"chosen:    {search['chosen']} ({search['layers']}); binding budget: {binding}; "
-                     f"saved {search['saved']['int4_bytes']} B by int4, {search['saved']['sparsity_bytes']} B by sparsity")
-    lines.append(f"report:    {out}/report.html, {out}/report.json, recipe {out}/recipe.toml")
+        saved = search["saved"]
+        lines.append(f"chosen:    {search['chosen']} ({search['layers']}); binding budget: {binding}"
+                     + (f"; saved {saved['int4_bytes']} B by int4, {saved['sparsity_bytes']} B by sparsity"
+                        if "scheme" not in search else ""))
+    lines.append(f"report:    {out}/report.html, {out}/report.json"
+                 + ("" if "scheme" in search else f", recipe {out}/recipe.toml"))
     return lines
 
 

@@ -41,8 +41,10 @@ class Outcome:
     recipe: Recipe
     accuracy: Accuracy | None  # verified with TFLM on the validation data, when the search did it
     result: SearchResult | None
+    measured_ms: float | None = None  # build --measure: the chosen model's latency on the board
     files: dict[str, bytes] = field(default_factory=dict)  # report.html, report.json, recipe.toml
     summary: dict[str, Any] = field(default_factory=dict)  # for the manifest and the CLI
+    scheme: str | None = None  # LiteRT scheme search: the whole-model scheme chosen
 
     @property
     def fits(self) -> bool:
@@ -79,14 +81,14 @@ def replay(model: bytes, info: ModelInfo, path: Path, screen: Dataset | None) ->
 
 def search(model: bytes, info: ModelInfo, float_model: tuple[bytes, ModelInfo] | None, screen: Dataset,
            val: Dataset, target: Target, runtime: str, budget: Budget, base_ram: int, ram_exact: Any,
-           report_ctx: dict[str, Any], reporter: Reporter) -> Outcome:
+           report_ctx: dict[str, Any], reporter: Reporter, measure: Any = None) -> Outcome:
     layers: list[WeightLayer] = weight_layers(model, info)
     if not layers:
         raise UsageError("the model has no int8 CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED filters to compress",
                          "build without --search")
     space = load_space(target.data.get("search"))
     inputs = SearchInputs(model, info, layers, float_model, screen.head(space.screen_samples), val, budget, runtime,
-                          target, space, base_flash(info, model, runtime), base_ram, ram_exact)
+                          target, space, base_flash(info, model, runtime), base_ram, ram_exact, measure)
     result = Search(inputs, reporter).run()
     pick: Candidate | None = result.chosen or result.closest
     assert pick is not None
@@ -102,5 +104,60 @@ def search(model: bytes, info: ModelInfo, float_model: tuple[bytes, ModelInfo] |
                "table": [{k: r[k] for k in ("id", "name", "summary", "flash_bytes", "ram_bytes", "latency_ms",
                                             "accuracy", "sqnr_db", "evaluated", "fits", "misses", "pareto", "saved")}
                          for r in doc["candidates"]]}
+    if measure is not None:
+        summary["measured_on"] = report_ctx.get("board")
     return Outcome(pick.model, read_tflite(pick.model, "the compressed model"), pick.recipe, pick.accuracy, result,
-                   files, summary)
+                   pick.measured_ms, files, summary)
+
+
+def scheme_search(variants: list[tuple[str, bytes, ModelInfo]], float_model: tuple[bytes, ModelInfo] | None,
+                  val: Dataset, target: Target, budget: Budget, report_ctx: dict[str, Any],
+                  reporter: Reporter) -> Outcome:
+    """Phones and Raspberry Pi (LiteRT): the candidates are whole-model schemes (int8, float16,
+    dynamic-range int8, float32), each converted, run with LiteRT on the validation data, and sized
+    exactly (the .tflite is what ships). LiteRT's CPU kernels run weights dense, so per-layer pruning
+    is not offered here."""
+    from edgeforge.analyze import activation_peak
+    from edgeforge.compress.costs import CandidateCost, LatencyEstimator
+    from edgeforge.compress.screen import Score
+    from edgeforge.compress.search import binding_budget, budget_misses, verified_rank
+    from edgeforge.evaluate import evaluate
+
+    cands: list[Candidate] = []
+    for k, (scheme, model, info) in enumerate(variants):
+        reporter.stage(f"evaluating {scheme} with LiteRT on {len(val)} samples ({k + 1}/{len(variants)})")
+        acc = evaluate(float_model, model, info, "litert", val)
+        try:
+            latency: float | None = LatencyEstimator(target, "litert", info).ms({})
+        except Exception:
+            latency = None
+        cost = CandidateCost(len(model), activation_peak(info), latency, 0, 0)
+        cand = Candidate(f"c{k:02d}", Recipe(scheme), "scheme", model, cost, {}, Score(acc.top1, acc.sqnr_db, 0.0), acc)
+        cands.append(cand)
+    for c in cands:
+        c.misses = budget_misses(c, budget)
+    good = [c for c in cands if not c.misses]
+    chosen = max(good, key=lambda c: (verified_rank(c), -c.cost.flash_bytes)) if good else None
+    closest = None if chosen is not None else min(cands, key=lambda c: (len(c.misses), c.cost.flash_bytes))
+    binding = binding_budget(chosen, cands, budget, verified_rank)
+    notes = ("LiteRT runs weights dense: the candidates are whole-model schemes; per-layer int4 and pruning are "
+             "offered for microcontroller runtimes (tflm, native)",
+             "post-training only (no --train data given)")
+    result = SearchResult(chosen, closest, cands, binding, {}, notes, "LiteRT on every validation sample",
+                          "target profile cost model (litert)", "exact: the .tflite file")
+    pick = chosen or closest
+    assert pick is not None
+    doc = search_document(result, [], budget, report_ctx["model"], report_ctx["target"],
+                          f"LiteRT on {len(val)} samples of {val.source}", "post-training only (no --train data given)")
+    files = {"report.html": render_html(doc), "report.json": render_json(doc)}
+    summary = {"chosen": doc["chosen"], "closest": doc["closest"], "binding": doc["binding"],
+               "candidates": len(cands), "recipe": pick.recipe.name, "layers": f"whole model {pick.recipe.name}",
+               "scheme": pick.recipe.name, "flash_bytes": pick.cost.flash_bytes,
+               "saved": {"int4_bytes": 0, "sparsity_bytes": 0}, "report": "report.html",
+               "table": [{k: r[k] for k in ("id", "name", "summary", "flash_bytes", "ram_bytes", "latency_ms",
+                                            "accuracy", "sqnr_db", "evaluated", "fits", "misses", "pareto", "saved")}
+                         for r in doc["candidates"]]}
+    for row in summary["table"]:
+        row["summary"] = row["name"]
+    return Outcome(pick.model, read_tflite(pick.model), pick.recipe, pick.accuracy, result, None, files, summary,
+                   scheme=pick.recipe.name)

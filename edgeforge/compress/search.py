@@ -79,7 +79,8 @@ class SearchInputs:
     space: SearchSpace
     base_flash: int  # model flash of the int8 model under ``runtime`` (exact)
     base_ram: int  # RAM of the int8 model under ``runtime`` (recipes do not change activations)
-    ram_exact: Callable[[bytes], int] | None = None  # measures a candidate's RAM (TFLM: its arena) when verified
+    ram_exact: Callable[[bytes], int] | None = None  # measures a candidate's RAM (TFLM: its arena)
+    measure: Callable[[bytes], float] | None = None  # build --measure: latency (ms) of a candidate on a board
 
 
 class Search:
@@ -147,18 +148,7 @@ class Search:
         return cand
 
     def misses(self, cand: Candidate) -> dict[str, float]:
-        b = self.inp.budget
-        out: dict[str, float] = {}
-        if cand.cost.flash_bytes > b.model_flash_bytes:
-            out["model_flash_bytes"] = cand.cost.flash_bytes - b.model_flash_bytes
-        if cand.cost.ram_bytes > b.model_ram_bytes:
-            out["model_ram_bytes"] = cand.cost.ram_bytes - b.model_ram_bytes
-        if cand.cost.latency_ms is not None and cand.cost.latency_ms > b.latency_ms:
-            out["latency_ms"] = round(cand.cost.latency_ms - b.latency_ms, 3)
-        acc = cand.accuracy
-        if acc is not None and acc.drop is not None and acc.drop > b.max_accuracy_drop:
-            out["max_accuracy_drop"] = round(acc.drop - b.max_accuracy_drop, 6)
-        return out
+        return budget_misses(cand, self.inp.budget)
 
     # -- the steps ---------------------------------------------------------------------------------
     def sensitivity(self, options: list[LayerChoice]) -> dict[int, dict[LayerChoice, Score]]:
@@ -319,10 +309,22 @@ class Search:
                 break
             if len(verified) >= want + 4:  # give up: the accuracy budget is out of reach
                 break
+        if self.inp.measure is not None:
+            self._measure(verified)
         good = [c for c in verified if not c.misses]
         if not good:
             return None
-        return max(good, key=lambda c: (_verified_rank(c), -c.cost.flash_bytes))
+        return max(good, key=lambda c: (verified_rank(c), -c.cost.flash_bytes))
+
+    def _measure(self, cands: list[Candidate]) -> None:
+        """Flash the verified candidates and decide latency on what the board measures."""
+        assert self.inp.measure is not None
+        base = self.candidates[0]
+        for k, cand in enumerate([base] + [c for c in cands if c is not base], 1):
+            self.rep.stage(f"measuring {cand.id} on the board ({k}/{len(cands) + 1})")
+            cand.measured_ms = self.inp.measure(cand.model)
+            cand.cost = replace(cand.cost, latency_ms=cand.measured_ms)
+            cand.misses = self.misses(cand)
 
     def _closest(self) -> Candidate | None:
         def worst_excess(c: Candidate) -> float:
@@ -334,19 +336,7 @@ class Search:
         return min(self.candidates, key=lambda c: (worst_excess(c), -c.score.rank()[0]), default=None)
 
     def _binding(self, chosen: Candidate | None) -> str | None:
-        """The tightest budget at the chosen point (highest share of its limit used): the one that
-        keeps the search from a less compressed, more accurate model."""
-        if chosen is None:
-            return None
-        b = self.inp.budget
-        used = {"model_flash_bytes": chosen.cost.flash_bytes / b.model_flash_bytes,
-                "model_ram_bytes": chosen.cost.ram_bytes / b.model_ram_bytes}
-        if chosen.cost.latency_ms is not None:
-            used["latency_ms"] = chosen.cost.latency_ms / b.latency_ms
-        acc = chosen.accuracy
-        if acc is not None and acc.drop is not None and b.max_accuracy_drop > 0:
-            used["max_accuracy_drop"] = max(acc.drop, 0.0) / b.max_accuracy_drop
-        return max(sorted(used), key=lambda k: used[k])
+        return binding_budget(chosen, self.candidates, self.inp.budget, lambda c: c.score.rank())
 
     def _notes(self) -> list[str]:
         notes = ["post-training only: no --train data was given, so pruned and int4 layers are not fine-tuned"]
@@ -362,10 +352,43 @@ class Search:
         return notes
 
 
-def _verified_rank(c: Candidate) -> float:
+def verified_rank(c: Candidate) -> tuple[float, float]:
+    """Verified accuracy (top-1, else SQNR against the float model), then fidelity to the int8 model."""
     acc = c.accuracy
     if acc is None:
-        return -math.inf
+        return (-math.inf, -c.score.noise)
     if acc.top1 is not None:
-        return acc.top1
-    return acc.sqnr_db if acc.sqnr_db is not None and math.isfinite(acc.sqnr_db) else 1e9
+        return (acc.top1, -c.score.noise)
+    sq = acc.sqnr_db if acc.sqnr_db is not None and math.isfinite(acc.sqnr_db) else 1e9
+    return (sq if acc.sqnr_db is not None else 0.0, -c.score.noise)
+
+
+def budget_misses(cand: Candidate, b: Budget) -> dict[str, float]:
+    """Budget -> excess, for every budget ``cand`` misses (accuracy only once it is verified)."""
+    out: dict[str, float] = {}
+    if cand.cost.flash_bytes > b.model_flash_bytes:
+        out["model_flash_bytes"] = cand.cost.flash_bytes - b.model_flash_bytes
+    if cand.cost.ram_bytes > b.model_ram_bytes:
+        out["model_ram_bytes"] = cand.cost.ram_bytes - b.model_ram_bytes
+    if cand.cost.latency_ms is not None and cand.cost.latency_ms > b.latency_ms:
+        out["latency_ms"] = round(cand.cost.latency_ms - b.latency_ms, 3)
+    acc = cand.accuracy
+    if acc is not None and acc.drop is not None and acc.drop > b.max_accuracy_drop:
+        out["max_accuracy_drop"] = round(acc.drop - b.max_accuracy_drop, 6)
+    return out
+
+
+def binding_budget(chosen: Candidate | None, candidates: list[Candidate], b: Budget,
+                   rank: Callable[[Candidate], Any]) -> str | None:
+    """The tightest budget at the chosen point (highest share of its limit used): the one that keeps
+    the search from a more accurate candidate; None when no better candidate was turned away."""
+    if chosen is None or all(rank(c) <= rank(chosen) for c in candidates):
+        return None
+    used = {"model_flash_bytes": chosen.cost.flash_bytes / b.model_flash_bytes,
+            "model_ram_bytes": chosen.cost.ram_bytes / b.model_ram_bytes}
+    if chosen.cost.latency_ms is not None:
+        used["latency_ms"] = chosen.cost.latency_ms / b.latency_ms
+    acc = chosen.accuracy
+    if acc is not None and acc.drop is not None and b.max_accuracy_drop > 0:
+        used["max_accuracy_drop"] = max(acc.drop, 0.0) / b.max_accuracy_drop
+    return max(sorted(used), key=lambda k: used[k])

@@ -125,3 +125,21 @@ def test_an_impossible_budget_exits_3_naming_the_closest_candidate(cli, tiny: Pa
 def test_the_search_refuses_litert_targets_clearly(cli, tiny: Path, tmp_path: Path) -> None:
     r = cli("build", tiny, "--target", "rpi4", "--search", "always", "--out", tmp_path / "o")
     assert_clean_error(r, 2)
+
+
+def test_measure_decides_latency_on_the_board(cli, tiny: Path, tmp_path: Path) -> None:
+    """build --measure --board: the verified candidates are flashed to (emulated) hardware and the
+    build's latency verdict is the board's number."""
+    import shutil
+
+    if shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None:
+        pytest.skip("needs qemu-system-arm and arm-none-eabi-gcc (make toolchain)")
+    r = _search(cli, tiny, tmp_path / "o", "--measure", "--board", "qemu-cortex-m4")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    measured = [c for c in report["candidates"] if c["evaluated"] == "measured"]
+    assert len(measured) >= 2 and report["chosen"] in {c["id"] for c in measured}
+    chosen = next(c for c in measured if c["id"] == report["chosen"])
+    latency = next(b for b in doc["budgets"] if b["budget"] == "latency_ms")
+    assert latency["basis"].startswith("measured") and latency["value"] == pytest.approx(chosen["latency_ms"], abs=1e-3)

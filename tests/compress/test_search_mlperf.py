@@ -76,3 +76,18 @@ def test_an_impossible_kws_budget_exits_3_with_the_closest_candidate(cli, mlperf
     assert r.code == 3
     assert "nothing fits: closest candidate" in r.err and "model_flash_bytes" in r.err
     assert (tmp_path / "o" / "report.html").is_file()
+
+
+def test_pi_search_compares_whole_model_schemes(cli, mlperf: Path, tmp_path: Path) -> None:
+    """LiteRT targets: float16, dynamic-range int8 and int8 are the candidates; the flash budget decides."""
+    r = cli("build", mlperf / "ic" / "pretrainedResnet.h5", "--target", "rpi4", "--flash-budget", "100K", "--search", "always",
+            "--out", tmp_path / "o", "--json")
+    assert r.code == 0, r.err
+    m = json.loads(r.out)
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    names = {c["name"]: c for c in report["candidates"]}
+    assert {"int8", "float16", "dynamic-int8"} <= set(names)
+    assert names["float16"]["misses"] == ["model_flash_bytes"]
+    chosen = next(c for c in report["candidates"] if c["id"] == report["chosen"])
+    assert chosen["name"] in ("int8", "dynamic-int8") and m["compression"]["scheme"] == chosen["name"]
+    assert m["model"]["bytes"] == chosen["flash_bytes"] <= 102400
