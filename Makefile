@@ -53,6 +53,7 @@ test-all: setup
 # The native runtime against TFLite Micro on the MLPerf Tiny models, as ratios measured in one run.
 bench: setup
 	$(BIN)/python benchmarks/bench_native.py
+	$(BIN)/python benchmarks/bench_search.py
 
 # Rewrite the golden files under tests/golden/ from the current templates.
 golden: setup

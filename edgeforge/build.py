@@ -359,9 +359,10 @@ def _maybe_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val:
     if ds is None:  # an int8 source built without data: screen on synthetic inputs
         ds = Dataset(synthetic(prepared.sample_shape, SYNTHETIC_SAMPLES), None,
                      f"synthetic: {SYNTHETIC_SAMPLES} samples of normal(0, 1), seed 0")
+    finetune, training = _finetuner(prepared, ds, opts, reporter)
     if opts.search.recipe is not None:
         reporter.stage(f"applying recipe {opts.search.recipe}")
-        return driver.replay(prepared.model, prepared.info, opts.search.recipe, ds), prepared
+        return driver.replay(prepared.model, prepared.info, opts.search.recipe, ds, finetune), prepared
     val = val if val is not None else ds
     if runtime == "native":
         reporter.stage("planning the int8 model's native image (RAM for the search)")
@@ -378,7 +379,43 @@ def _maybe_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val:
            "target": {"id": target.id, "name": target.name, "runtime": runtime},
            "board": opts.search.measure_board}
     return driver.search(prepared.model, prepared.info, prepared.float_model, ds, val, target, runtime, budget,
-                         base_ram, ram_exact, ctx, reporter, _measurer(target, opts)), prepared
+                         base_ram, ram_exact, ctx, reporter, _measurer(target, opts), finetune, training), prepared
+
+
+def _finetuner(prepared: Prepared, ds: Dataset, opts: BuildOptions,
+               reporter: Reporter) -> tuple[Callable[[Any], bytes] | None, str]:
+    """``--train DATA --epochs N``: a function from a recipe to the int8 model fine-tuned for it, with
+    the recipe applied (bias-corrected on the same screening inputs the search uses)."""
+    if opts.search.train is None:
+        return None, "post-training only (no --train data given)"
+    import tempfile
+
+    from edgeforge.compress.apply import apply_recipe
+    from edgeforge.compress.finetune import finetune, finetuned_int8
+    from edgeforge.compress.layers import input_means, weight_layers
+    from edgeforge.compress.recipe import load_space
+    from edgeforge.compress.screen import Screener
+
+    if prepared.source.format not in ("keras", "h5"):
+        raise UsageError(f"--train fine-tunes Keras models; {prepared.source.path.name} is {prepared.source.format}",
+                         "pass the .keras/.h5 model, or build without --train (post-training only)")
+    if opts.search.epochs < 1:
+        raise UsageError("--epochs must be at least 1", "e.g. --epochs 5")
+    train = load_dataset(opts.search.train, prepared.sample_shape, np.dtype(prepared.data_dtype), opts.data_quant)
+    layers = weight_layers(prepared.model, prepared.info)
+    calib = float_view(ds.head(opts.calib_samples))
+    screen = ds.head(load_space().screen_samples)
+
+    def run(recipe: Any) -> bytes:
+        with tempfile.TemporaryDirectory(prefix="edgeforge-finetune-") as tmp:
+            tuned = finetune(prepared.source, layers, recipe, train, opts.search.epochs, Path(tmp))
+            model, tuned_layers = finetuned_int8(tuned, calib, layers)
+        info = read_tflite(model)
+        means = input_means(model, info, tuned_layers, Screener(model, info, None, screen).x)
+        return apply_recipe(model, tuned_layers, recipe, {}, means)
+
+    return run, (f"fine-tuned: {opts.search.epochs} epochs on {len(train)} samples of {train.source} (gradual "
+                 "magnitude pruning, then int4 quantization-aware steps)")
 
 
 def _scheme_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val: Dataset | None, target: Target,

@@ -58,6 +58,18 @@ class FlashModel:
         dense = dense_bytes(values.size, bits)
         return Storage(dense, dense, int8, "dense")
 
+    def measure(self, model: bytes) -> int:
+        """Exact model flash of an actual model (e.g. a fine-tuned one) with the same weight layers."""
+        from edgeforge.compress.layers import weight_layers
+        from edgeforge.model.tflite import read_tflite
+
+        info = read_tflite(model)
+        total = self.fixed
+        for la in weight_layers(model, info):
+            bits = 4 if info.tensors[la.filter_tensor].dtype == "int4" else 8
+            total += self.storage(la.op_index, Compressed(la.values, la.scales, bits)).stored_bytes
+        return total
+
     def total(self, stored: Mapping[int, Storage]) -> int:
         return self.fixed + sum(s.stored_bytes for s in stored.values())
 

@@ -30,6 +30,8 @@ class SearchOptions:
     recipe: Path | None = None  # replay a recipe instead of searching
     measure_board: str | None = None  # build --measure --board: decide latency on measured numbers
     measure_port: str | None = None
+    train: Path | None = None  # --train DATA: fine-tune pruned/int4 candidates (Keras sources)
+    epochs: int = 5
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,16 @@ def wanted(opts: SearchOptions, runtime: str, scheme: str, flash: int, latency_m
     return flash > budget.model_flash_bytes or (latency_ms is not None and latency_ms > budget.latency_ms)
 
 
-def replay(model: bytes, info: ModelInfo, path: Path, screen: Dataset | None) -> Outcome:
-    """``--recipe FILE``: apply a recipe as written (with bias correction when data is given)."""
+def replay(model: bytes, info: ModelInfo, path: Path, screen: Dataset | None, finetune: Any = None) -> Outcome:
+    """``--recipe FILE``: apply a recipe as written (with bias correction when data is given; after
+    fine-tuning with ``--train``)."""
     layers = weight_layers(model, info)
     recipe = read_recipe(path, [la.op_index for la in layers])
+    if finetune is not None:
+        out = finetune(recipe)
+        return Outcome(out, read_tflite(out, "the compressed model"), recipe, None, None,
+                       summary={"recipe": recipe.name, "replayed": str(path), "fine_tuned": True,
+                                "layers": recipe.summary(layer_names(layers))})
     means = None
     if screen is not None:  # the same inputs the search corrected biases with: same bytes out
         subset = screen.head(load_space().screen_samples)
@@ -81,20 +89,22 @@ def replay(model: bytes, info: ModelInfo, path: Path, screen: Dataset | None) ->
 
 def search(model: bytes, info: ModelInfo, float_model: tuple[bytes, ModelInfo] | None, screen: Dataset,
            val: Dataset, target: Target, runtime: str, budget: Budget, base_ram: int, ram_exact: Any,
-           report_ctx: dict[str, Any], reporter: Reporter, measure: Any = None) -> Outcome:
+           report_ctx: dict[str, Any], reporter: Reporter, measure: Any = None, finetune: Any = None,
+           training: str = "post-training only (no --train data given)") -> Outcome:
     layers: list[WeightLayer] = weight_layers(model, info)
     if not layers:
         raise UsageError("the model has no int8 CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED filters to compress",
                          "build without --search")
     space = load_space(target.data.get("search"))
     inputs = SearchInputs(model, info, layers, float_model, screen.head(space.screen_samples), val, budget, runtime,
-                          target, space, base_flash(info, model, runtime), base_ram, ram_exact, measure)
+                          target, space, base_flash(info, model, runtime), base_ram, ram_exact, measure, finetune,
+                          training)
     result = Search(inputs, reporter).run()
     pick: Candidate | None = result.chosen or result.closest
     assert pick is not None
     doc = search_document(result, layers, budget, report_ctx["model"], report_ctx["target"],
                           f"TFLite Micro (bit-exact with the native runtime) on {len(val)} samples of {val.source}",
-                          "post-training only (no --train data given)")
+                          training)
     files = {"report.html": render_html(doc), "report.json": render_json(doc), "recipe.toml":
              pick.recipe.to_toml().encode()}
     summary = {"chosen": doc["chosen"], "closest": doc["closest"], "binding": doc["binding"],

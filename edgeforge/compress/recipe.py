@@ -33,7 +33,7 @@ class LayerChoice:
     def label(self) -> str:
         text = f"int{self.bits}"
         if self.sparsity:
-            text += f" {'ch' if self.structured else ''}{round(self.sparsity * 100)}%0"
+            text += f" {self.sparsity * 100:g}% {'channels ' if self.structured else ''}pruned"
         return text
 
     def to_json(self) -> dict[str, Any]:
@@ -92,6 +92,7 @@ class SearchSpace:
     screen_samples: int
     verify_neighbours: int
     frontier_points: int
+    finetune_candidates: int = 2
 
     def options(self) -> list[LayerChoice]:
         """Every per-layer choice, dense int8 first."""
@@ -114,7 +115,7 @@ def load_space(overrides: Mapping[str, Any] | None = None) -> SearchSpace:
         presets = tuple((str(p["name"]), LayerChoice(int(p.get("bits", 8)), float(p.get("sparsity", 0.0)),
                                                      bool(p.get("structured", False)))) for p in doc["preset"])
         return SearchSpace(bits, sp, st, presets, int(doc["screen_samples"]), int(doc["verify_neighbours"]),
-                           int(doc["frontier_points"]))
+                           int(doc["frontier_points"]), int(doc.get("finetune_candidates", 2)))
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"invalid search space: {exc}", "see targets/_search/space.toml for the format") from None
 

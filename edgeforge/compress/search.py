@@ -81,6 +81,8 @@ class SearchInputs:
     base_ram: int  # RAM of the int8 model under ``runtime`` (recipes do not change activations)
     ram_exact: Callable[[bytes], int] | None = None  # measures a candidate's RAM (TFLM: its arena)
     measure: Callable[[bytes], float] | None = None  # build --measure: latency (ms) of a candidate on a board
+    finetune: Callable[[Recipe], bytes] | None = None  # --train: the recipe applied to a fine-tuned model
+    training: str = "post-training only (no --train data given)"
 
 
 class Search:
@@ -265,6 +267,8 @@ class Search:
             best = self.best
             self.rep.progress(k, len(todo), "" if best is None else
                               f"best so far {best.id}: {self._score_text(best.score)}, {best.cost.flash_bytes} B")
+        if inp.finetune is not None:
+            self._finetune()
         self._verify(base)
         chosen = self._choose()
         closest = None if chosen is not None else self._closest()
@@ -278,6 +282,23 @@ class Search:
         if s.top1 is not None:
             return f"top-1 {s.top1 * 100:.1f}% screened"
         return f"SQNR {s.sqnr_db:.1f} dB screened" if s.sqnr_db is not None else f"noise {s.noise:.2e}"
+
+    def _finetune(self) -> None:
+        """Fine-tune the best screened candidates that fit flash, RAM and latency (and compress)."""
+        assert self.inp.finetune is not None
+        picks = sorted((c for c in self.candidates if c.hw_fits and c.recipe.layers),
+                       key=lambda c: (c.score.rank(), -c.cost.flash_bytes), reverse=True)
+        picks = picks[: self.inp.space.finetune_candidates]
+        for k, cand in enumerate(picks, 1):
+            self.rep.stage(f"fine-tuning {cand.id} ({k}/{len(picks)}): {cand.recipe.summary()}")
+            model = self.inp.finetune(cand.recipe)
+            recipe = Recipe(f"{cand.recipe.name}, fine-tuned", cand.recipe.layers)
+            cost = replace(cand.cost, flash_bytes=self.flash.measure(model)) if self.inp.runtime == "native" \
+                else replace(cand.cost, flash_bytes=len(model))
+            ft = Candidate(f"c{len(self.candidates):02d}", recipe, "fine-tuned", model, cost, cand.storage,
+                           self.screener.score(model))
+            ft.misses = self.misses(ft)
+            self.candidates.append(ft)
 
     def _ram(self, recipe: Recipe, model: bytes) -> int:
         """TFLM's arena grows with int4 filters (unpacking scratch): measured once per set of int4 layers
@@ -339,7 +360,9 @@ class Search:
         return binding_budget(chosen, self.candidates, self.inp.budget, lambda c: c.score.rank())
 
     def _notes(self) -> list[str]:
-        notes = ["post-training only: no --train data was given, so pruned and int4 layers are not fine-tuned"]
+        notes = ["post-training only: no --train data was given, so pruned and int4 layers are not fine-tuned"
+                 if self.inp.finetune is None else f"{self.inp.training}; the post-training candidates are kept "
+                 "in the table for comparison"]
         if self.inp.runtime == "tflm":
             notes.append("TFLite Micro stores and runs pruned weights dense: sparsity saves no flash or time "
                          "with the tflm runtime (build with --runtime native to exploit it); int4 halves filter "

@@ -1,0 +1,115 @@
+"""`make bench` (search part): wall time of the compression search on this machine and what each
+candidate saves, for the MLPerf Tiny KWS (from the float SavedModel, calibrated on kws01, 60 % of the
+int8 build's weight bytes) and IC ResNet-8 (.h5, synthetic calibration, 64 KiB RAM / 96 KiB flash).
+
+The search's time is taken from the build's own stage events: from the first search stage to the stage
+after it, so conversion, emission and cross-compilation of the final build are not counted. As the
+same-run reference, the time of one full TFLite Micro evaluation of the int8 model is printed with it.
+
+Needs ../shared/models/mlperf_tiny (the project's machines have it; users' checkouts do not).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MLPERF = ROOT.parent / "shared" / "models" / "mlperf_tiny"
+GOAL_S = 120.0
+SEARCH_STAGES = ("planning the int8 model's native image",)
+
+
+class Timing:
+    """A Reporter that timestamps stages."""
+
+    def __init__(self) -> None:
+        self.stages: list[tuple[float, str]] = []
+
+    def stage(self, name: str) -> None:
+        self.stages.append((time.perf_counter(), name))
+
+    def progress(self, done: int, total: int, note: str = "") -> None:
+        pass
+
+    def warning(self, message: str) -> None:
+        pass
+
+    def detail(self, message: str) -> None:
+        pass
+
+    def _index(self, prefix: str, after: int = -1) -> int:
+        return next(i for i, (_, n) in enumerate(self.stages) if i > after and n.startswith(prefix))
+
+    def seconds(self, prefix: str, after: int = -1) -> tuple[float, int]:
+        """Time from the stage starting with ``prefix`` to the next stage."""
+        i = self._index(prefix, after)
+        return self.stages[i + 1][0] - self.stages[i][0], i
+
+    def search_seconds(self) -> float:
+        start = self._index(SEARCH_STAGES[0])
+        end = self._index("lowering to native C", start)  # the build's own native stage follows the search
+        return self.stages[end][0] - self.stages[start][0]
+
+
+def run(name: str, model: Path, args: dict[str, object], out: Path) -> None:
+    from edgeforge.build import BuildOptions, build
+    from edgeforge.budget import with_overrides
+    from edgeforge.compress.driver import SearchOptions
+    from edgeforge.data import InputQuant
+    from edgeforge.target.loader import load_registry
+
+    target = load_registry().get("cortex-m4")
+    budget = with_overrides(target.budget, args.get("flash"), args.get("ram"))  # type: ignore[arg-type]
+    quant = args.get("quant")
+    opts = BuildOptions(out_dir=out, data=args.get("data"), val=args.get("data"),  # type: ignore[arg-type]
+                        data_quant=InputQuant(*quant) if quant else None, calib_samples=100, runtime="native",
+                        budget=budget, search=SearchOptions("always"))
+    timing = Timing()
+    result = build(model, target, opts, timing)
+    seconds = timing.search_seconds()
+    reference, _ = timing.seconds("verifying c00")  # one full TFLM evaluation of the int8 model
+    report = json.loads((out / "report.json").read_text())
+    verdict = "meets" if seconds < GOAL_S else "MISSES"
+    print(f"\n{name}: search {seconds:.1f} s on this machine ({verdict} the {GOAL_S:.0f} s goal) = "
+          f"{seconds / reference:.1f}x one full TFLM evaluation of the int8 model ({reference:.1f} s, same run); "
+          f"{len(report['candidates'])} candidates, chosen {report['chosen']} "
+          f"(flash budget {report['budgets']['model_flash_bytes']} B, fits: {result.fits})")
+    metric = "top-1" if report["metric"] == "top1" else "SQNR dB"
+    print(f"  {'id':<4} {'flash B':>8} {'int4 saved':>10} {'sparse saved':>12} {metric:>8}  {'how':<9} recipe")
+    for c in report["candidates"]:
+        acc = c["accuracy"] if report["metric"] == "top1" else c["sqnr_db"]
+        acc_s = "n/a" if acc is None else (f"{acc * 100:.1f}%" if report["metric"] == "top1" else f"{acc:.1f}")
+        mark = "*" if c["id"] == report["chosen"] else " "
+        print(f"{mark} {c['id']:<4} {c['flash_bytes']:>8} {c['saved']['int4_bytes']:>10} "
+              f"{c['saved']['sparsity_bytes']:>12} {acc_s:>8}  {c['evaluated']:<9} {c['summary']}")
+
+
+def main() -> int:
+    if not MLPERF.is_dir():
+        print("bench_search: ../shared/models/mlperf_tiny is absent; skipped")
+        return 0
+    kws01 = MLPERF / "samples" / "kws01"
+    with tempfile.TemporaryDirectory() as tmp:
+        from edgeforge.build import BuildOptions, build
+        from edgeforge.compress.driver import SearchOptions
+        from edgeforge.data import InputQuant
+        from edgeforge.target.loader import load_registry
+
+        target = load_registry().get("cortex-m4")
+        plain = build(MLPERF / "kws" / "saved_model", target, BuildOptions(
+            out_dir=Path(tmp) / "int8", data=kws01, data_quant=InputQuant(0.584703, 83), calib_samples=100,
+            runtime="native", search=SearchOptions("never")))
+        flash = str(int(0.6 * plain.manifest["model"]["weight_bytes"]))
+        run("KWS (SavedModel, 60% of int8 weight bytes)", MLPERF / "kws" / "saved_model",
+            {"data": kws01, "quant": (0.584703, 83), "flash": flash}, Path(tmp) / "kws")
+        run("IC ResNet-8 (.h5, synthetic calibration, 64 KiB RAM / 96 KiB flash)",
+            MLPERF / "ic" / "pretrainedResnet.h5", {"flash": "96K", "ram": "64K"}, Path(tmp) / "ic")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
