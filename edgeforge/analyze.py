@@ -112,14 +112,21 @@ def estimate(info: ModelInfo, target: Target, runtime: str, arena: ArenaMeasurem
         ram, ram_basis = peak, "activation lower bound (arena not measurable)"
     else:
         ram, ram_basis = peak, "estimated: peak live activations (LiteRT plans its arena at run time)"
+    from edgeforge.compress.cost import LatencyModel
+
     perf = target.data["perf"]
-    clock_hz = float(target.hardware["clock_mhz"]) * 1e6
-    latency = total_macs * float(perf["cycles_per_mac"]) / clock_hz * 1e3
+    model = LatencyModel.for_target(target, runtime)
+    latency = model.estimate_ms(info)
     flash_basis = "measured: the .tflite flatbuffer stored in flash (interpreter code not included)" \
         if runtime == "tflm" else "measured: the .tflite file"
-    return Estimates(info.size, flash_basis, ram, ram_basis, latency,
-                     f"estimated: {total_macs} MACs x {perf['cycles_per_mac']} cycles/MAC at "
-                     f"{target.hardware['clock_mhz']} MHz ({perf['source']})")
+    if not model.table_from_profile:
+        latency_basis = (f"estimated: {total_macs} MACs x {perf['cycles_per_mac']} cycles/MAC at "
+                         f"{target.hardware['clock_mhz']} MHz ({perf['source']})")
+    else:
+        latency_basis = (f"{'calibrated' if model.calibrated else 'estimated'}: {total_macs} MACs, {len(info.ops)} ops "
+                         f"costed per op kind ({runtime} table) at {target.hardware['clock_mhz']} MHz "
+                         f"({model.table.source})")
+    return Estimates(info.size, flash_basis, ram, ram_basis, latency, latency_basis)
 
 
 def analyze_model(info: ModelInfo, target: Target | None, runtime: str | None,

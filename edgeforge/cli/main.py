@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeforge import __version__
+from edgeforge.cli import calibrate as calibrate_cli
 from edgeforge.cli.console import CliReporter, Console
 from edgeforge.errors import EXIT_CODE_TABLE, EdgeforgeError, ExitCode, UsageError
 
@@ -76,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
                         "misses the flash or latency budget (default); writes report.html/report.json")
     b.add_argument("--recipe", type=Path, metavar="TOML",
                    help="apply a recipe (e.g. the recipe.toml of an earlier search) instead of searching")
+    b.add_argument("--train", type=Path, metavar="DATA",
+                   help="labelled training data: fine-tune the best pruned/int4 candidates (Keras models)")
+    b.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs with --train (default 5)")
     b.add_argument("--measure", action="store_true",
                    help="with --board: flash the best candidates and decide on measured latency")
     b.add_argument("--board", help="board for --measure (see `edgeforge bench --help`)")
@@ -113,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--input", type=Path, help="inputs (.npy/.npz/.bin folder); default: seeded random inputs")
     bn.add_argument("--count", type=int, default=5, help="how many inputs to bench (default 5)")
     bn.add_argument("--baud", type=int, help="serial speed (default: the target profile's)")
+    calibrate_cli.add_parser(sub, common, EPILOG)
     return parser
 
 
@@ -226,7 +231,7 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
                         input_std=args.input_std, template_dirs=tuple(args.templates_dir),
                         single_rounding=args.rounding == "single",
                         search=SearchOptions(args.search, args.recipe, args.board if args.measure else None,
-                                             args.port))
+                                             args.port, args.train, args.epochs))
     if args.measure and not args.board:
         raise UsageError("--measure needs --board", "e.g. --measure --board qemu-cortex-m4")
     if args.rounding == "single" and (args.runtime or target.runtime) != "native":
@@ -372,7 +377,7 @@ def cmd_bench(args: argparse.Namespace, c: Console) -> int:
 
 
 COMMANDS = {"targets": cmd_targets, "analyze": cmd_analyze, "build": cmd_build, "run": cmd_run,
-            "flash": cmd_flash, "bench": cmd_bench}
+            "flash": cmd_flash, "bench": cmd_bench, "calibrate": calibrate_cli.cmd_calibrate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,6 +25,33 @@ def _strict(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
 
 
+_NONNEG = {"type": "number", "minimum": 0}
+
+#: ``[perf.ops.<runtime>]``: cycles per MAC of each weighted op kind, per output element of those ops
+#: (bias, requantisation, activation), per output element of element-wise ops (ADD, softmax, ...), per element
+#: read by pools and reductions (``pool``, default: ``elementwise``), per op invocation, per weight position a
+#: sparse kernel scans (native), per int4 MAC decoded in the inner loop (``int4_unpack``; depthwise:
+#: ``int4_unpack_depthwise``, default ``int4_unpack``) and per int4 weight unpacked on each invoke (TFLM's
+#: reference kernels). See edgeforge/compress/cost.py.
+_PERF_OPS = _strict(
+    {
+        "conv_2d": _POS_NUM,
+        "depthwise_conv_2d": _POS_NUM,
+        "fully_connected": _POS_NUM,
+        "output": _NONNEG,
+        "elementwise": _NONNEG,
+        "pool": _NONNEG,
+        "per_op": _NONNEG,
+        "sparse_scan": _NONNEG,
+        "int4_unpack": _NONNEG,
+        "int4_unpack_depthwise": _NONNEG,
+        "int4_unpack_weight": _NONNEG,
+        "source": {"type": "string", "minLength": 1},
+    },
+    ["conv_2d", "depthwise_conv_2d", "fully_connected", "elementwise", "per_op", "source"],
+)
+
+
 #: JSON Schema of a concrete (merged) profile. Abstract bases are checked only once merged into a child.
 TARGET_SCHEMA: dict[str, Any] = _strict(
     {
@@ -62,7 +89,17 @@ TARGET_SCHEMA: dict[str, Any] = _strict(
             },
             ["model_flash_bytes", "model_ram_bytes", "latency_ms", "max_accuracy_drop"],
         ),
-        "perf": _strict({"cycles_per_mac": _POS_NUM, "source": {"type": "string"}}, ["cycles_per_mac", "source"]),
+        "perf": _strict(
+            {
+                "cycles_per_mac": _POS_NUM,
+                "source": {"type": "string"},
+                # optional per-runtime latency cost tables (edgeforge/compress/cost.py); a runtime without one
+                # falls back to cycles_per_mac
+                "ops": {"type": "object", "properties": {rt: _PERF_OPS for rt in RUNTIMES},
+                        "additionalProperties": False},
+            },
+            ["cycles_per_mac", "source"],
+        ),
         "platformio": _strict(
             {
                 "env": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},

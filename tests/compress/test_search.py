@@ -122,9 +122,12 @@ def test_an_impossible_budget_exits_3_naming_the_closest_candidate(cli, tiny: Pa
     assert "Traceback" not in r.err
 
 
-def test_the_search_refuses_litert_targets_clearly(cli, tiny: Path, tmp_path: Path) -> None:
-    r = cli("build", tiny, "--target", "rpi4", "--search", "always", "--out", tmp_path / "o")
+def test_per_layer_recipes_are_refused_on_litert_targets_clearly(cli, tiny: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(Recipe.of("x", {0: LayerChoice(4)}).to_toml())
+    r = cli("build", tiny, "--target", "rpi4", "--recipe", recipe, "--out", tmp_path / "o")
     assert_clean_error(r, 2)
+    assert "microcontroller runtimes" in r.err
 
 
 def test_measure_decides_latency_on_the_board(cli, tiny: Path, tmp_path: Path) -> None:
