@@ -297,6 +297,14 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     analysis = analyze_model(prepared.info, target, runtime, arena)
     if native is not None:
         analysis = with_native_estimates(analysis, native, prepared.info)
+    if outcome is not None and outcome.measured_ms is None and analysis.estimates is not None:
+        from edgeforge.compress.cost import LatencyModel, observed_choices
+
+        est = analysis.estimates  # count the compressed layers' int4 and sparsity, as the search did
+        ms = float(LatencyModel.for_target(target, runtime).estimate_ms(prepared.info,
+                                                                        observed_choices(prepared.info, prepared.model)))
+        analysis = replace(analysis, estimates=replace(
+            est, latency_ms=ms, latency_basis=f"{est.latency_basis}; int4 and sparse layers costed as such"))
     if outcome is not None and outcome.measured_ms is not None and analysis.estimates is not None:
         analysis = replace(analysis, estimates=replace(
             analysis.estimates, latency_ms=outcome.measured_ms,
