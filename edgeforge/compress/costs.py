@@ -98,7 +98,8 @@ class LatencyEstimator:
         self.prepared = self.model.prepare(info)
         self.basis = self.model.basis
 
-    def ms(self, choices: Mapping[int, tuple[int, float]]) -> float:
+    def ms(self, choices: Mapping[int, tuple[int, float, float]]) -> float:
+        """Latency with op index -> (bits, weight density, output-channel density)."""
         from edgeforge.compress.cost import LayerCost
 
-        return float(self.prepared.ms({op: LayerCost(bits=b, density=d) for op, (b, d) in choices.items()}))
+        return float(self.prepared.ms({op: LayerCost(b, d, ch) for op, (b, d, ch) in choices.items()}))

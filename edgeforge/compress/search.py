@@ -118,11 +118,17 @@ class Search:
             self.storage_cache[key] = self.flash.storage(op, None if choice.is_default else self.comp(op, choice))
         return self.storage_cache[key]
 
+    def layer_cost(self, op: int, choice: LayerChoice) -> tuple[int, float, float]:
+        """(bits, weight density, output-channel density) of a layer under ``choice``."""
+        comp = self.comp(op, choice)
+        layer = next(la for la in self.inp.layers if la.op_index == op)
+        per_channel = np.moveaxis(comp.values, layer.channel_axis, 0).reshape(layer.channels, -1)
+        return choice.bits, comp.density, float(np.mean(np.any(per_channel != 0, axis=1)))
+
     def latency_ms(self, recipe: Recipe) -> float | None:
         if self.latency is None:
             return None
-        choices = {op: (c.bits, self.comp(op, c).density) for op, c in recipe.layers}
-        return self.latency.ms(choices)
+        return self.latency.ms({op: self.layer_cost(op, c) for op, c in recipe.layers})
 
     def cost(self, recipe: Recipe) -> tuple[CandidateCost, dict[int, Storage]]:
         stored = {la.op_index: self.store(la.op_index, recipe.choice(la.op_index)) for la in self.inp.layers}
@@ -196,7 +202,7 @@ class Search:
         if self.latency is None:
             return None
         base = self.latency.ms({})
-        return np.array([[self.latency.ms({op: (c.bits, self.comp(op, c).density)}) - base if not c.is_default
+        return np.array([[self.latency.ms({op: self.layer_cost(op, c)}) - base if not c.is_default
                           else 0.0 for c in options] for op in ops])
 
     def _knapsack(self, ops: list[int], options: list[LayerChoice], cost: np.ndarray, noise: np.ndarray,
