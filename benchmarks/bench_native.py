@@ -6,6 +6,9 @@ measured in the same run on this machine.
 * image:  native model image (generated code + constants of ef_model.o, arm-none-eabi-gcc -Os for
           Cortex-M4; the host object when no cross-compiler) / the .tflite file;
 * speed:  host time per inference, tflite-micro interpreter / native C (both -O2 class builds).
+* sparse: the KWS model with the 50 % / 75 % smallest-magnitude weights of every filter set to 0 (unstructured
+          magnitude pruning), built twice: filters stored dense int8 (EDGEFORGE_NATIVE_SPARSE=0) and as the
+          emitter picks (sparse_rows): constant flash, host time and QEMU instructions, dense / sparse.
 
 Needs ../shared/models/mlperf_tiny (the project's machines have it; users' checkouts do not).
 """
@@ -93,6 +96,70 @@ def bench_one(name: str, rel: str, runs: int, qemu: bool) -> dict[str, float | i
     }
 
 
+def prune_magnitude(model: bytes, fraction: float) -> bytes:
+    """Every CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED int8 filter with its ``fraction`` smallest-magnitude
+    values set to 0 (unstructured magnitude pruning, per tensor)."""
+    from edgeforge.model.rewrite import pack, unpack
+
+    m = unpack(model)
+    sg = m.subgraphs[0]
+    weight_ops = {3, 4, 9}  # CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED
+    for op in sg.operators:
+        code = m.operatorCodes[op.opcodeIndex]
+        if max(code.builtinCode, code.deprecatedBuiltinCode) not in weight_ops:
+            continue
+        buf = m.buffers[sg.tensors[op.inputs[1]].buffer]
+        w = np.asarray(buf.data, dtype=np.uint8).view(np.int8).copy()
+        w[np.argsort(np.abs(w.astype(np.int16)), kind="stable")[: int(fraction * w.size)]] = 0
+        buf.data = w.view(np.uint8)
+    return pack(m)
+
+
+def bench_sparse(fraction: float, runs: int, qemu: bool) -> dict[str, float | int | str | None]:
+    """KWS pruned at ``fraction``: dense int8 storage vs the emitter's choice (sparse)."""
+    import os
+
+    from edgeforge.build import BuildOptions, build
+    from edgeforge.native.sparse import ENV_SWITCH
+    from edgeforge.target import load_registry
+
+    target = load_registry().get("cortex-m4")
+    model = prune_magnitude((MLPERF / MODELS["KWS"]).read_bytes(), fraction)
+    row: dict[str, float | int | str | None] = {"model": f"KWS pruned {fraction:.0%}"}
+    with tempfile.TemporaryDirectory(prefix="edgeforge-bench-") as tmp:
+        src = Path(tmp) / "kws_pruned.tflite"
+        src.write_bytes(model)
+        x = None
+        for kind, switch in (("dense", "0"), ("sparse", "1")):
+            out = Path(tmp) / kind
+            old = os.environ.get(ENV_SWITCH)
+            os.environ[ENV_SWITCH] = switch
+            try:
+                result = build(src, target, BuildOptions(out_dir=out, runtime="native"))
+            finally:
+                if old is None:
+                    os.environ.pop(ENV_SWITCH, None)
+                else:
+                    os.environ[ENV_SWITCH] = old
+            n = result.manifest["native"]
+            if x is None:
+                inp = result.manifest["model"]["inputs"][0]
+                x = np.random.default_rng(0).integers(-128, 128, inp["shape"], dtype=np.int16).astype(np.int8)
+            row[f"{kind}_const_bytes"] = n["const_bytes"]
+            row[f"{kind}_weight_bytes"] = n["weights"]["stored_bytes"]
+            row[f"{kind}_sparse_tensors"] = n["weights"]["sparse_tensors"]
+            arm = n["arm"]
+            row[f"{kind}_image_bytes"] = (arm["model_text"] + arm["model_rodata"]) if arm and not arm["link_error"] \
+                else None
+            row[f"{kind}_us"] = native_seconds(out / "native", x, runs * 20) * 1e6
+            row[f"{kind}_qemu_instructions"] = qemu_instructions(out)[0] if qemu else None
+    row["const_ratio"] = row["sparse_const_bytes"] / row["dense_const_bytes"]  # type: ignore[operator]
+    row["speedup"] = row["dense_us"] / row["sparse_us"]  # type: ignore[operator]
+    row["qemu_ratio"] = (row["dense_qemu_instructions"] / row["sparse_qemu_instructions"]  # type: ignore[operator]
+                         if qemu else None)
+    return row
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="tflite-micro invocations per model")
@@ -106,8 +173,9 @@ def main() -> int:
 
     qemu = qemu_available() and arm_available()
     rows = [bench_one(name, rel, args.runs, qemu) for name, rel in MODELS.items()]
+    sparse = [bench_sparse(f, args.runs, qemu) for f in (0.5, 0.75)]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows + sparse, indent=2))
         return 0
     print(f"{'model':<5} {'arena native/TFLM':>22} {'image native/.tflite':>26} {'host speed TFLM/native':>30}")
     for r in rows:
@@ -123,6 +191,15 @@ def main() -> int:
               "~2 with vendor-optimised kernels)")
     else:
         print("emulated Cortex-M4: skipped (needs qemu-system-arm and arm-none-eabi-gcc: make toolchain)")
+    print("sparse weights (KWS, magnitude-pruned per filter; dense int8 storage vs sparse_rows, same outputs):")
+    for r in sparse:
+        line = (f"  {r['model']:<15} constants {r['dense_const_bytes']:>6}/{r['sparse_const_bytes']:<6} B "
+                f"{r['const_ratio']:5.2f}x ({r['sparse_sparse_tensors']} sparse filters), "
+                f"host {r['dense_us']:.0f}/{r['sparse_us']:.0f} us: speed-up {r['speedup']:4.2f}x")
+        if r["qemu_ratio"] is not None:
+            line += (f", QEMU {r['dense_qemu_instructions']}/{r['sparse_qemu_instructions']} instructions "
+                     f"{r['qemu_ratio']:4.2f}x fewer")
+        print(line)
     print(f"goals: arena <= {GOALS['arena']}x, image <= {GOALS['image']}x, speed >= {GOALS['speed']}x "
           f"(lower bound and TFLM-like head per model: "
           + ", ".join(f"{r['model']} {r['lower_bound']}/{r['tflm_like_head']} B" for r in rows) + ")")

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgeforge.emit.render import render
 from edgeforge.model.tflite import ModelInfo
-from edgeforge.native.ir import ConstArray, KernelCall
+from edgeforge.native.ir import ConstArray, FilterStorage, KernelCall
 from edgeforge.native.planner import Plan, plan, tflm_like
 from edgeforge.resources import data_dir
 
@@ -24,28 +24,59 @@ _PLACEHOLDER = re.compile(r"\{T(\d+)\}")
 
 
 @dataclass(frozen=True)
+class WeightAccount:
+    """The filters of a native model in flash: what sparse storage and int4 packing saved."""
+
+    filters: tuple[FilterStorage, ...]
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(f.storage.stored_bytes for f in self.filters)
+
+    @property
+    def dense_bytes(self) -> int:  # dense, at each filter's own bit width
+        return sum(f.storage.dense_bytes for f in self.filters)
+
+    @property
+    def int8_dense_bytes(self) -> int:  # as if every filter were dense int8
+        return sum(f.int8_dense_bytes for f in self.filters)
+
+    @property
+    def sparse_tensors(self) -> int:
+        return sum(f.storage.format != "dense" for f in self.filters)
+
+    def to_json(self) -> dict[str, int]:
+        return {"stored_bytes": self.stored_bytes, "dense_bytes": self.dense_bytes,
+                "int8_dense_bytes": self.int8_dense_bytes,
+                "sparse_saved_bytes": self.dense_bytes - self.stored_bytes,
+                "int4_saved_bytes": self.int8_dense_bytes - self.dense_bytes,
+                "sparse_tensors": self.sparse_tensors}
+
+
+@dataclass(frozen=True)
 class NativeModel:
     """The lowered, planned model: what the emitter renders and what reports quote."""
 
     calls: tuple[KernelCall, ...]
     plan: Plan
     tflm_like_head: int  # what TFLM's greedy planner would need for the same tensors (no aliasing)
-    const_bytes: int
+    const_bytes: int  # every constant array in flash (filters as stored: sparse where that is smaller)
     single_rounding: bool
+    weights: WeightAccount = WeightAccount(())
 
 
 def prepare_native(info: ModelInfo, model: bytes, single_rounding: bool = False) -> NativeModel:
     """Lower every op (UnsupportedOpError for one the native runtime lacks) and plan the arena."""
-    from edgeforge.native.lower import lower
-
     from edgeforge.native.fuse import fuse_residual_adds
+    from edgeforge.native.lower import lower
 
     unfused = lower(info, model, single_rounding)
     calls = fuse_residual_adds(unfused, info)
     consts = {c.name: c for call in calls for c in call.consts}
+    filters = {f.name: f for call in calls for f in call.filters}
     # TFLM's figure is for the model as it is: one buffer per op output, no fusion
     return NativeModel(tuple(calls), plan(calls, info), tflm_like(unfused, info),
-                       sum(c.nbytes for c in consts.values()), single_rounding)
+                       sum(c.nbytes for c in consts.values()), single_rounding, WeightAccount(tuple(filters.values())))
 
 
 def _rows(values: np.ndarray, ctype: str, per_row: int = 16) -> list[str]:
@@ -58,8 +89,13 @@ def _rows(values: np.ndarray, ctype: str, per_row: int = 16) -> list[str]:
     return [", ".join(items[i : i + per_row]) + "," for i in range(0, len(items), per_row)] or ["0,"]
 
 
-def _const_ctx(c: ConstArray) -> dict[str, Any]:
-    return {"name": c.name, "ctype": c.ctype, "count": max(len(c.values), 1), "rows": _rows(c.values, c.ctype)}
+def _const_ctx(c: ConstArray, f: FilterStorage | None = None) -> dict[str, Any]:
+    note = ""
+    if f is not None and f.storage.format != "dense":  # dense filters: no comment, the C is as it always was
+        note = (f"{f.op} filter, int{f.bits}, {f.storage.format} (edgeforge/native/sparse.py): "
+                f"{f.storage.stored_bytes} B instead of {f.storage.dense_bytes} B dense")
+    return {"name": c.name, "ctype": c.ctype, "count": max(len(c.values), 1), "rows": _rows(c.values, c.ctype),
+            "note": note}
 
 
 def _io(info: ModelInfo, index: int, offset: int) -> dict[str, Any]:
@@ -97,10 +133,11 @@ def model_context(native: NativeModel, info: ModelInfo, base: dict[str, Any]) ->
     for call in native.calls:
         for c in call.consts:
             seen.setdefault(c.name, c)
+    filters = {f.name: f for f in native.weights.filters}
     return {
         **base,
         "calls": calls,
-        "consts": [_const_ctx(c) for c in seen.values()],
+        "consts": [_const_ctx(c, filters.get(c.name)) for c in seen.values()],
         "const_bytes": native.const_bytes,
         "arena_bytes": p.arena_bytes,
         "lower_bound": p.lower_bound,

@@ -13,7 +13,7 @@ import re
 from edgeforge.model.tflite import ModelInfo
 from edgeforge.native.ir import KernelCall
 
-_CONV = re.compile(r"^\{ static const ef_conv_params p = (\{.*?\}); (ef_conv2d_s[48])\(&p, (\{T\d+\}), "
+_CONV = re.compile(r"^\{ static const ef_conv_params p = (\{.*?\}); (ef_conv2d_s[48](?:_sparse)?)\(&p, (\{T\d+\}), "
                    r"([^,]+), ([^,]+), ([^,]+), ([^,]+), \{T\d+\}\); \}$")
 _ADD = re.compile(r"^\{ static const ef_binary_params p = (\{.*?\}); ef_add_s8\(&p, (\{T\d+\}), (\{T\d+\}), "
                   r"\{T\d+\}\); \}$")
@@ -71,7 +71,8 @@ def fuse_residual_adds(calls: list[KernelCall], info: ModelInfo) -> list[KernelC
                     f"ef_add_s8(&pa, {a1}, {a2}, {{T{y}}} + y * {row}); }} }}")
             conv_inputs = calls[i].inputs
             fused[j] = KernelCall(add.op_index, "CONV_2D+ADD", code, (skip, *conv_inputs), (y,),
-                                  calls[i].consts + add.consts, row, inplace=True)
+                                  calls[i].consts + add.consts, row, inplace=True,
+                                  filters=calls[i].filters + add.filters)
             dropped.add(i)
             break
     return [fused.get(j, c) for j, c in enumerate(calls) if j not in dropped]

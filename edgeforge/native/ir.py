@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgeforge.native.sparse import WeightStorage
+
 
 @dataclass(frozen=True)
 class ConstArray:
@@ -18,6 +20,22 @@ class ConstArray:
     @property
     def nbytes(self) -> int:
         return int(self.values.nbytes)
+
+
+@dataclass(frozen=True)
+class FilterStorage:
+    """How one op's filter went into flash (dense or sparse; see ``edgeforge.native.sparse``)."""
+
+    name: str  # the ConstArray that holds it
+    op_index: int
+    op: str
+    bits: int  # 8 or 4
+    elements: int
+    storage: WeightStorage
+
+    @property
+    def int8_dense_bytes(self) -> int:
+        return self.elements
 
 
 @dataclass(frozen=True)
@@ -41,3 +59,4 @@ class KernelCall:
     #: writing it, and RESHAPE, which then needs no code at all: ``code`` may be "")
     inplace: bool = False
     alias_only: bool = False  # RESHAPE-like: output is the input reinterpreted; code is a plain copy
+    filters: tuple[FilterStorage, ...] = field(default=())  # CONV_2D / DEPTHWISE_CONV_2D / FC weights

@@ -17,7 +17,8 @@ import numpy as np
 from edgeforge.errors import ModelError, UnsupportedOpError
 from edgeforge.model.tflite import ModelInfo, OpInfo, TensorInfo, constant_data
 from edgeforge.native import qparams as qp
-from edgeforge.native.ir import ConstArray, KernelCall
+from edgeforge.native import sparse
+from edgeforge.native.ir import ConstArray, FilterStorage, KernelCall
 
 HINT = "build with --runtime tflm"
 
@@ -39,6 +40,7 @@ class _Ctx:
         self.sr = single_rounding
         self.consts: list[ConstArray] = []
         self.reads: list[int] = []
+        self.filters: list[FilterStorage] = []
 
     # -- tensors -----------------------------------------------------------------------------------
     def t(self, k: int) -> TensorInfo:
@@ -85,7 +87,7 @@ class _Ctx:
 
     def call(self, code: str, *, inplace: bool = False, alias_only: bool = False) -> KernelCall:
         return KernelCall(self.op.index, self.op.op, code, tuple(self.reads), tuple(self.op.outputs),
-                          tuple(self.consts), 0, inplace, alias_only)
+                          tuple(self.consts), 0, inplace, alias_only, tuple(self.filters))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -156,8 +158,11 @@ def _unpack_int4(packed: np.ndarray, count: int) -> np.ndarray:
     return vals[:count].astype(np.int8)
 
 
-def _filter(ctx: _Ctx, k: int) -> tuple[TensorInfo, np.ndarray, str, bool]:
-    """Constant filter: (tensor, int values (unpacked), C array name, is_int4)."""
+def _filter(ctx: _Ctx, k: int) -> tuple[TensorInfo, np.ndarray, str, str]:
+    """Constant filter: (tensor, int values (unpacked, flat), C array name, kernel suffix).
+
+    The suffix names the kernel variant that reads the array: "_s8" (int8), "_s4" (packed int4), or
+    "_s8_sparse" / "_s4_sparse" when ``sparse.encode`` stores it sparse (strictly smaller than dense)."""
     f = ctx.t(k)
     if not f.is_constant:
         raise ctx.err("with a non-constant filter")
@@ -166,12 +171,24 @@ def _filter(ctx: _Ctx, k: int) -> tuple[TensorInfo, np.ndarray, str, bool]:
     if any(z != 0 for z in f.zero_point):
         raise ctx.err("with a filter zero point other than 0")
     raw = ctx.data(f)
-    if f.dtype == "int4":
-        values = _unpack_int4(raw, f.elements)
+    is4 = f.dtype == "int4"
+    values = _unpack_int4(raw, f.elements) if is4 else raw.astype(np.int8).reshape(-1)
+    bits = 4 if is4 else 8
+    if len(f.shape) == (2 if ctx.op.op == "FULLY_CONNECTED" else 4):
+        storage, blob = sparse.encode(values.reshape(f.shape), bits, ctx.op.op)
+    else:  # the op's lowering rejects the shape
+        storage, blob = sparse.WeightStorage(sparse.DENSE, sparse.dense_bytes(f.elements, bits),
+                                             sparse.dense_bytes(f.elements, bits)), None
+    suffix = "_s4" if is4 else "_s8"
+    if blob is not None:
+        name = ctx.const("filter", "uint8_t", blob)
+        suffix += "_sparse"
+    elif is4:
         name = ctx.const("filter", "uint8_t", raw[: (f.elements + 1) // 2])
-        return f, values, name, True
-    name = ctx.const("filter", "int8_t", raw)
-    return f, raw.astype(np.int8), name, False
+    else:
+        name = ctx.const("filter", "int8_t", raw)
+    ctx.filters.append(FilterStorage(name, ctx.op.index, ctx.op.op, bits, f.elements, storage))
+    return f, values, name, suffix
 
 
 def _bias(ctx: _Ctx, k: int, channels: int) -> np.ndarray | None:
@@ -207,7 +224,7 @@ def _conv(ctx: _Ctx, depthwise: bool) -> KernelCall:
     s_out, z_out = _qparams(ctx, y, "output")
     if len(x.shape) != 4 or len(y.shape) != 4:
         raise ctx.err("with a non-4-D input or output")
-    f, w, fname, is4 = _filter(ctx, 1)
+    f, w, fname, suffix = _filter(ctx, 1)
     if len(f.shape) != 4:
         raise ctx.err("with a non-4-D filter")
     o = ctx.op.options
@@ -256,7 +273,7 @@ def _conv(ctx: _Ctx, depthwise: bool) -> KernelCall:
         "k_h": kh, "k_w": kw, "filter_in_c": fic, "stride_h": sh, "stride_w": sw, "dil_h": dh, "dil_w": dw,
         "pad_h": pad_h, "pad_w": pad_w, "in_offset": in_offset, "out_offset": z_out,
         "act_min": act_min, "act_max": act_max})
-    fn = ("ef_dwconv2d" if depthwise else "ef_conv2d") + ("_s4" if is4 else "_s8")
+    fn = ("ef_dwconv2d" if depthwise else "ef_conv2d") + suffix
     xin = ctx.ptr(0)
     return ctx.call(f"{{ {params} {fn}(&p, {xin}, {fname}, {bname}, {mname}, {shname}, {ctx.optr()}); }}")
 
@@ -268,7 +285,8 @@ def _fully_connected(ctx: _Ctx) -> KernelCall:
     s_out, z_out = _qparams(ctx, y, "output")
     if int(ctx.op.options.get("weightsFormat", 0)) != 0:
         raise ctx.err("with shuffled weights")
-    f, w, fname, is4 = _filter(ctx, 1)
+    f, w, fname, suffix = _filter(ctx, 1)
+    is4 = suffix.startswith("_s4")
     if len(f.shape) != 2:
         raise ctx.err("with a non-2-D filter")
     out_depth, depth = f.shape
@@ -301,7 +319,7 @@ def _fully_connected(ctx: _Ctx) -> KernelCall:
     params = _struct("ef_fc_params", {
         "batches": batches, "in_depth": depth, "out_depth": out_depth, "per_channel": int(per_channel),
         "in_offset": in_offset, "out_offset": z_out, "act_min": act_min, "act_max": act_max})
-    fn = "ef_fc_s4" if is4 else "ef_fc_s8"
+    fn = "ef_fc" + suffix
     xin = ctx.ptr(0)
     return ctx.call(f"{{ {params} {fn}(&p, {xin}, {fname}, {bname}, {mname}, {shname}, {ctx.optr()}); }}")
 

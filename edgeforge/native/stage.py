@@ -45,6 +45,7 @@ class NativeResult:
             "tflm_like_head_bytes": self.native.tflm_like_head,
             "tflm_measured_arena_bytes": tflm_measured,
             "const_bytes": self.native.const_bytes,
+            "weights": self.native.weights.to_json(),
             "schedule": list(p.order),
             "reordered": list(p.order) != sorted(p.order),
             "rounding": "single" if self.native.single_rounding else "double (TFLM default)",

@@ -25,16 +25,12 @@
  *
  * Integer sums are exact, so the summation order does not matter (INT8_REFERENCE 7.1). */
 #include "ef_kernels.h"
+#include "ef_conv_common.h"
 
 /* Tiling, compile-time (override with -D; tests/native/test_native_tiling.py runs several). Stack: about
  * EF_NPIX * (2 * EF_KC + 4 * EF_OT) bytes for CONV/FC, 28 * EF_DWV for DEPTHWISE (MCU defaults: ~0.6 KB).
  * Cores with vector units (SSE2, NEON) gain most from 4 pixels per filter pass and long chunks; scalar MCUs
  * (Cortex-M) default to one pixel, four filter rows per pass, and a small stack. */
-#if defined(__SSE2__) || defined(__ARM_NEON) || defined(__aarch64__) || defined(__VSX__) || defined(__riscv_vector)
-#define EF_VECTOR_HOST 1
-#else
-#define EF_VECTOR_HOST 0
-#endif
 #ifndef EF_KC
 #define EF_KC (EF_VECTOR_HOST ? 128 : 64) /* im2col chunk per pixel, int16 elements; a multiple of 8 */
 #endif
@@ -51,63 +47,8 @@
 #error "bad EF_KC / EF_NPIX / EF_OT / EF_DWV"
 #endif
 
-static inline int32_t ef_s4_lo(int32_t b) { return ((b & 0x0F) ^ 8) - 8; }
-static inline int32_t ef_s4_hi(int32_t b) { return (((b >> 4) & 0x0F) ^ 8) - 8; }
-
-static inline int32_t ef_s4_at(const uint8_t* w, int32_t i) {
-    const int32_t b = w[i >> 1];
-    return (i & 1) ? ef_s4_hi(b) : ef_s4_lo(b);
-}
-
 static inline int8_t ef_requant_out(int32_t acc, int32_t m, int32_t e, int32_t out_offset, int32_t lo, int32_t hi) {
     return (int8_t)ef_clamp(ef_mbqm(acc, m, e) + out_offset, lo, hi);
-}
-
-/* ---- dot products: int8 filter x int16 activations ------------------------------------------------- */
-
-static inline int32_t ef_dot64(const int8_t* restrict w, const int16_t* restrict x) {
-    int32_t s = 0;
-    int j;
-    for (j = 0; j < 64; ++j) {
-        s += (int32_t)w[j] * x[j];
-    }
-    return s;
-}
-
-static inline int32_t ef_dot16(const int8_t* restrict w, const int16_t* restrict x) {
-    int32_t s = 0;
-    int j;
-    for (j = 0; j < 16; ++j) {
-        s += (int32_t)w[j] * x[j];
-    }
-    return s;
-}
-
-static inline int32_t ef_dot8(const int8_t* restrict w, const int16_t* restrict x) {
-    int32_t s = 0;
-    int j;
-    for (j = 0; j < 8; ++j) {
-        s += (int32_t)w[j] * x[j];
-    }
-    return s;
-}
-
-static int32_t ef_dot_s8(const int8_t* restrict w, const int16_t* restrict x, int32_t n) {
-    int32_t acc = 0;
-    int32_t k = 0;
-    for (; k + 64 <= n; k += 64) {
-        acc += ef_dot64(w + k, x + k);
-    }
-    for (; k + 16 <= n; k += 16) {
-        acc += ef_dot16(w + k, x + k);
-    }
-    for (; k + 8 <= n; k += 8) {
-        acc += ef_dot8(w + k, x + k);
-    }
-    for (; k < n; ++k) {
-        acc += (int32_t)w[k] * x[k];
-    }
-    return acc;
 }
 
 #if EF_NPIX == 4
@@ -209,131 +150,6 @@ static void ef_dot4r_s8(const int8_t* restrict w, int32_t K, const int16_t* rest
     a[3] += s3;
 }
 
-/* Packed int4 filter elements i .. i+n-1 (flattened index) against x[0..n-1]. */
-static int32_t ef_dot_s4(const uint8_t* restrict w, int32_t i, const int16_t* restrict x, int32_t n) {
-    int32_t acc = 0;
-    int32_t k = 0;
-    const uint8_t* b;
-    if (n > 0 && (i & 1)) {
-        acc += ef_s4_hi(w[i >> 1]) * x[0];
-        k = 1;
-    }
-    b = w + ((i + k) >> 1);
-    for (; k + 2 <= n; k += 2) {
-        const int32_t v = *b++;
-        acc += ef_s4_lo(v) * x[k] + ef_s4_hi(v) * x[k + 1];
-    }
-    if (k < n) {
-        acc += ef_s4_lo(*b) * x[k];
-    }
-    return acc;
-}
-
-/* d[i] = s[i] + off (|s + off| <= 255 fits int16). */
-static void ef_widen(int16_t* restrict d, const int8_t* restrict s, int32_t n, int32_t off) {
-    int32_t k = 0;
-    int j;
-    for (; k + 16 <= n; k += 16) {
-        for (j = 0; j < 16; ++j) {
-            d[k + j] = (int16_t)(s[k + j] + off);
-        }
-    }
-    for (; k < n; ++k) {
-        d[k] = (int16_t)(s[k] + off);
-    }
-}
-
-/* ---- CONV_2D / FULLY_CONNECTED engine ---------------------------------------------------------------- */
-
-/* The output pixel with flat index P (b, oy, ox): its image and the top-left of its window. */
-typedef struct {
-    const int8_t* img;
-    int32_t y0, x0;
-} ef_pixel;
-
-static void ef_locate(const ef_conv_params* p, const int8_t* in, int32_t P, ef_pixel* px) {
-    const int32_t per_image = p->out_h * p->out_w;
-    const int32_t b = P / per_image;
-    const int32_t r = P - b * per_image;
-    const int32_t oy = r / p->out_w;
-    px->img = in + b * (p->in_h * p->in_w * p->in_c);
-    px->y0 = oy * p->stride_h - p->pad_h;
-    px->x0 = (r - oy * p->out_w) * p->stride_w - p->pad_w;
-}
-
-/* Receptive-field elements [k0, k1) of the np pixels px[] into xv + q * kc (input + in_offset, 0 outside the
- * image), each zero-padded to a multiple of 8, which is returned. Element k is at row ky = k / (k_w * fic) and,
- * within the row, tap kx and channel c (filter order); whole rows are contiguous in the input when the conv is
- * not grouped and not dilated in x. */
-static int32_t ef_gather(const ef_conv_params* p, const ef_pixel* px, int32_t np, int32_t cbase, int32_t k0,
-                         int32_t k1, int16_t* xv, int32_t kc) {
-    const int32_t fic = p->filter_in_c;
-    const int32_t rowlen = p->k_w * fic;
-    const int32_t contiguous = fic == p->in_c && p->dil_w == 1;
-    const int32_t off = p->in_offset;
-    const int32_t n8 = (k1 - k0 + 7) & ~7;
-    const int32_t pitch = p->in_w * p->in_c;
-    int32_t ky = k0 / rowlen;
-    int32_t r0 = k0 - ky * rowlen;
-    int32_t k = k0;
-    int32_t q, j;
-    while (k < k1) {
-        const int32_t r1 = rowlen - r0 < k1 - k ? rowlen : r0 + (k1 - k);
-        for (q = 0; q < np; ++q) {
-            int16_t* d = xv + q * kc + (k - k0); /* row element r goes to d[r - r0] */
-            const int32_t iy = px[q].y0 + p->dil_h * ky;
-            const int32_t x0 = px[q].x0;
-            if (iy < 0 || iy >= p->in_h) {
-                for (j = 0; j < r1 - r0; ++j) {
-                    d[j] = 0;
-                }
-            } else if (contiguous) {
-                /* taps with 0 <= x0 + kx < in_w are the elements [lo, hi) of the row */
-                const int8_t* row = px[q].img + iy * pitch;
-                int32_t lo = x0 < 0 ? -x0 * fic : 0;
-                int32_t hi = (p->in_w - x0 < p->k_w ? p->in_w - x0 : p->k_w) * fic;
-                lo = lo < r0 ? r0 : (lo > r1 ? r1 : lo);
-                hi = hi < lo ? lo : (hi > r1 ? r1 : hi);
-                for (j = r0; j < lo; ++j) {
-                    d[j - r0] = 0;
-                }
-                ef_widen(d + (lo - r0), row + (x0 * fic + lo), hi - lo, off);
-                for (j = hi; j < r1; ++j) {
-                    d[j - r0] = 0;
-                }
-            } else {
-                const int8_t* row = px[q].img + iy * pitch + cbase;
-                int32_t kx = r0 / fic;
-                int32_t r = r0;
-                int32_t c = r0 - kx * fic;
-                while (r < r1) {
-                    const int32_t ix = x0 + p->dil_w * kx;
-                    const int32_t run = fic - c < r1 - r ? fic - c : r1 - r;
-                    if (ix >= 0 && ix < p->in_w) {
-                        ef_widen(d + (r - r0), row + (ix * p->in_c + c), run, off);
-                    } else {
-                        for (j = 0; j < run; ++j) {
-                            d[r - r0 + j] = 0;
-                        }
-                    }
-                    r += run;
-                    c = 0;
-                    ++kx;
-                }
-            }
-        }
-        k += r1 - r0;
-        r0 = 0;
-        ++ky;
-    }
-    for (q = 0; q < np; ++q) {
-        for (j = k1 - k0; j < n8; ++j) {
-            xv[q * kc + j] = 0;
-        }
-    }
-    return n8;
-}
-
 /* acc[q * ot + i] += dot(filter row oc0 + i from element k0, buffer xv + q * kc of pixel q) for q < np,
  * i < count; n valid elements, n8 with the zero padding (used where the row may read past its end). */
 static void ef_rows(const void* filter, int is4, int32_t K, int32_t total, int32_t oc0, int32_t count, int32_t k0,
@@ -363,41 +179,6 @@ static void ef_rows(const void* filter, int is4, int32_t K, int32_t total, int32
 #endif
             for (q = 0; q < np; ++q) {
                 acc[q * ot + i] += ef_dot_s8(w, xv + q * kc, len);
-            }
-        }
-    }
-}
-
-/* Accumulator tile acc[q * ot + i] (pixel q < np, channel i < count) = bias[i] or 0. */
-static void ef_tile_init(int32_t* acc, int32_t ot, int32_t np, int32_t count, const int32_t* bias) {
-    int32_t q, i;
-    for (q = 0; q < np; ++q, acc += ot) {
-        for (i = 0; i < count; ++i) {
-            acc[i] = bias != NULL ? bias[i] : 0;
-        }
-    }
-}
-
-/* Requantises the tile and stores channel i of pixel q at out[q * out_c + i]; mult/shift of channel i at
- * [i * mstride]. */
-static void ef_tile_store(const ef_conv_params* p, const int32_t* acc, int32_t ot, int32_t np, int32_t count,
-                          const int32_t* mult, const int32_t* shift, int32_t mstride, int8_t* out) {
-    const int32_t pitch = p->out_c, out_offset = p->out_offset, lo = p->act_min, hi = p->act_max;
-    ef_rq rq = ef_rq_prepare(mult[0], shift[0]);
-    int32_t i, q;
-    for (i = 0; i < count; ++i) {
-        const int32_t* a = acc + i;
-        int8_t* o = out + i;
-        if (mstride != 0) {
-            rq = ef_rq_prepare(mult[i], shift[i]);
-        }
-        if (rq.exact) {
-            for (q = 0; q < np; ++q, a += ot, o += pitch) {
-                *o = (int8_t)ef_clamp(ef_rq_apply(&rq, *a) + out_offset, lo, hi);
-            }
-        } else {
-            for (q = 0; q < np; ++q, a += ot, o += pitch) {
-                *o = (int8_t)ef_clamp(ef_mbqm(*a, rq.m, rq.e) + out_offset, lo, hi);
             }
         }
     }

@@ -14,8 +14,11 @@
  *   - Parameter structs are plain int32 fields so the generator can emit them as static const
  *     initialisers (flash).
  *   - CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED are blocked for speed with small fixed stack
- *     buffers; the tiling is compile-time (-DEF_NPIX, -DEF_KC, -DEF_OT, -DEF_DWV; see ef_conv.c), with
- *     defaults chosen per target class (vector hosts vs scalar MCUs). Every tiling gives the same bytes.
+ *     buffers; the tiling is compile-time (-DEF_NPIX, -DEF_KC, -DEF_OT, -DEF_DWV; for the sparse kernels
+ *     -DEF_SNPIX, -DEF_SKC, -DEF_SOT; see ef_conv.c, ef_sparse.c), with defaults chosen per target class
+ *     (vector hosts vs scalar MCUs). Every tiling gives the same bytes.
+ *   - Pruned filters may come in the "sparse_rows" format (the _sparse variants): all-zero output channels
+ *     and zero weights are neither stored nor multiplied; the result is the dense one, bit for bit.
  */
 #ifndef EF_KERNELS_H
 #define EF_KERNELS_H
@@ -73,6 +76,25 @@ void ef_fc_s8(const ef_fc_params* p, const int8_t* in, const int8_t* filter, con
               const int32_t* mult, const int32_t* shift, int8_t* out);
 void ef_fc_s4(const ef_fc_params* p, const int8_t* in, const uint8_t* filter, const int32_t* bias,
               const int32_t* mult, const int32_t* shift, int8_t* out);
+
+/* ---- sparse filters (pruned weights): CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED -------------------------
+ *
+ * The same operations, bit-exact with the dense kernels, on a filter stored in the "sparse_rows" format (one
+ * uint8_t array; layout in ef_sparse.c and edgeforge/native/sparse.py): per output channel a header byte (two when
+ * the row is longer than 255), a bitmap of its nonzero elements and its nonzero values (int8, or int4 packed);
+ * all-zero channels store nothing and cost no MACs, barely pruned ones stay dense rows. Zero weights are skipped. */
+void ef_conv2d_s8_sparse(const ef_conv_params* p, const int8_t* in, const uint8_t* filter, const int32_t* bias,
+                         const int32_t* mult, const int32_t* shift, int8_t* out);
+void ef_conv2d_s4_sparse(const ef_conv_params* p, const int8_t* in, const uint8_t* filter, const int32_t* bias,
+                         const int32_t* mult, const int32_t* shift, int8_t* out);
+void ef_dwconv2d_s8_sparse(const ef_conv_params* p, const int8_t* in, const uint8_t* filter, const int32_t* bias,
+                           const int32_t* mult, const int32_t* shift, int8_t* out);
+void ef_dwconv2d_s4_sparse(const ef_conv_params* p, const int8_t* in, const uint8_t* filter, const int32_t* bias,
+                           const int32_t* mult, const int32_t* shift, int8_t* out);
+void ef_fc_s8_sparse(const ef_fc_params* p, const int8_t* in, const uint8_t* filter, const int32_t* bias,
+                     const int32_t* mult, const int32_t* shift, int8_t* out);
+void ef_fc_s4_sparse(const ef_fc_params* p, const int8_t* in, const uint8_t* filter, const int32_t* bias,
+                     const int32_t* mult, const int32_t* shift, int8_t* out);
 
 /* ---- AVERAGE_POOL_2D / MAX_POOL_2D ------------------------------------------------------------- */
 

@@ -89,3 +89,13 @@ def set_int8_values(data: bytes, values: np.ndarray, op_index: int = 0, input_in
     assert t.type == schema.TensorType.INT8, t.type
     m.buffers[t.buffer].data = np.asarray(values, dtype=np.int8).reshape(-1).view(np.uint8)
     return save(m)
+
+
+def set_int4_values(data: bytes, values: np.ndarray, op_index: int = 0, input_index: int = 1) -> bytes:
+    """Overwrite an INT4 constant input of op ``op_index`` with ``values`` (unpacked, in [-8, 7]), packed."""
+    m = load(data)
+    sg = m.subgraphs[0]
+    t = sg.tensors[sg.operators[op_index].inputs[input_index]]
+    assert t.type == schema.TensorType.INT4, t.type
+    m.buffers[t.buffer].data = pack_int4(values)
+    return save(m)
