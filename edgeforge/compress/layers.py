@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,7 +85,9 @@ def input_means(model: bytes, info: ModelInfo, layers: list[WeightLayer], x: np.
 
     from edgeforge.quiet import captured_output
 
-    with captured_output():
+    # LiteRT warns that keeping every tensor is for debugging: keeping them is the point here
+    with captured_output(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         ip = Interpreter(model_content=model, num_threads=1, experimental_preserve_all_tensors=True)
         ip.allocate_tensors()
     inp = ip.get_input_details()[0]["index"]
