@@ -17,13 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgeforge.events import NullReporter
+
 ROOT = Path(__file__).resolve().parent.parent
 MLPERF = ROOT.parent / "shared" / "models" / "mlperf_tiny"
 GOAL_S = 120.0
 SEARCH_STAGES = ("planning the int8 model's native image",)
 
 
-class Timing:
+class Timing(NullReporter):
     """A Reporter that timestamps stages."""
 
     def __init__(self) -> None:
@@ -31,15 +33,6 @@ class Timing:
 
     def stage(self, name: str) -> None:
         self.stages.append((time.perf_counter(), name))
-
-    def progress(self, done: int, total: int, note: str = "") -> None:
-        pass
-
-    def warning(self, message: str) -> None:
-        pass
-
-    def detail(self, message: str) -> None:
-        pass
 
     def _index(self, prefix: str, after: int = -1) -> int:
         return next(i for i, (_, n) in enumerate(self.stages) if i > after and n.startswith(prefix))

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from edgeforge.analyze import op_macs
+from edgeforge.model.rewrite import unpack_int4
 from edgeforge.model.tflite import ModelInfo, OpInfo
 
 #: Coefficients of a ``[perf.ops.<runtime>]`` table, in the order of a feature vector.
@@ -318,16 +319,6 @@ class LatencyModel:
 # ------------------------------------------------------------------------------------------ observed storage
 
 
-def _unpack_int4(packed: np.ndarray, count: int) -> np.ndarray:
-    b = np.asarray(packed, dtype=np.uint8)
-    lo = (b & 0x0F).astype(np.int8)
-    hi = (b >> 4).astype(np.int8)
-    v = np.empty(b.size * 2, dtype=np.int8)
-    v[0::2], v[1::2] = lo, hi
-    v = np.where(v > 7, v - 16, v).astype(np.int8)
-    return v[:count]
-
-
 def observed_choices(info: ModelInfo, model: bytes) -> dict[int, LayerCost]:
     """How each weighted op of ``model`` actually stores its weights: bit width, nonzero fraction and the
     fraction of output channels that are not all zero."""
@@ -342,7 +333,7 @@ def observed_choices(info: ModelInfo, model: bytes) -> dict[int, LayerCost]:
         if not w.is_constant or w.dtype not in ("int8", "int4"):
             continue
         raw = constant_data(model, w.index)
-        values = _unpack_int4(raw, w.elements) if w.dtype == "int4" else raw.astype(np.int8)
+        values = unpack_int4(raw, w.elements) if w.dtype == "int4" else raw.astype(np.int8)
         if values.size != w.elements or w.elements == 0:
             continue
         axis = len(w.shape) - 1 if kind == "depthwise_conv_2d" else 0

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeforge.model.rewrite import pack_int4
 
 @dataclass(frozen=True)
 class Layer:
@@ -84,15 +85,6 @@ def _schema() -> Any:
     from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
     return schema
-
-
-def pack_int4(values: np.ndarray) -> np.ndarray:
-    """Two values per byte over the flattened tensor, element 2i in the low nibble (TFLite's INT4 layout)."""
-    v = np.asarray(values, dtype=np.int8).reshape(-1)
-    if v.size % 2:
-        v = np.concatenate([v, np.zeros(1, np.int8)])
-    nib = (v.astype(np.int16) & 0x0F).astype(np.uint8)
-    return (nib[0::2] | (nib[1::2] << 4)).astype(np.uint8)
 
 
 class _Builder:

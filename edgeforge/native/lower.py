@@ -19,6 +19,7 @@ from edgeforge.model.tflite import ModelInfo, OpInfo, TensorInfo, constant_data
 from edgeforge.native import qparams as qp
 from edgeforge.native import sparse
 from edgeforge.native.ir import ConstArray, FilterStorage, KernelCall
+from edgeforge.model.rewrite import unpack_int4
 
 HINT = "build with --runtime tflm"
 
@@ -147,17 +148,6 @@ def _pad_before(padding: int, size: int, k: int, stride: int, dil: int) -> int:
     return total // 2
 
 
-def _unpack_int4(packed: np.ndarray, count: int) -> np.ndarray:
-    b = packed.astype(np.uint8)
-    lo = (b & 0x0F).astype(np.int16)
-    hi = (b >> 4).astype(np.int16)
-    vals = np.empty(b.size * 2, dtype=np.int16)
-    vals[0::2] = lo
-    vals[1::2] = hi
-    vals = np.where(vals >= 8, vals - 16, vals)
-    return vals[:count].astype(np.int8)
-
-
 def _filter(ctx: _Ctx, k: int) -> tuple[TensorInfo, np.ndarray, str, str]:
     """Constant filter: (tensor, int values (unpacked, flat), C array name, kernel suffix).
 
@@ -172,7 +162,7 @@ def _filter(ctx: _Ctx, k: int) -> tuple[TensorInfo, np.ndarray, str, str]:
         raise ctx.err("with a filter zero point other than 0")
     raw = ctx.data(f)
     is4 = f.dtype == "int4"
-    values = _unpack_int4(raw, f.elements) if is4 else raw.astype(np.int8).reshape(-1)
+    values = unpack_int4(raw, f.elements) if is4 else raw.astype(np.int8).reshape(-1)
     bits = 4 if is4 else 8
     if len(f.shape) == (2 if ctx.op.op == "FULLY_CONNECTED" else 4):
         storage, blob = sparse.encode(values.reshape(f.shape), bits, ctx.op.op)

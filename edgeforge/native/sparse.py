@@ -46,6 +46,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeforge.model.rewrite import pack_int4
+
 DENSE = "dense"
 SPARSE = "sparse_rows"
 OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -147,15 +149,6 @@ def weight_storage(values: np.ndarray, bits: int, op: str) -> WeightStorage:
     if lay is None or lay.stored >= dense:
         return WeightStorage(DENSE, dense, dense)
     return WeightStorage(SPARSE, lay.stored, dense)
-
-
-def pack_int4(values: np.ndarray) -> np.ndarray:
-    """Two values per byte, element 2i in the low nibble (TFLite's INT4 packing)."""
-    v = np.asarray(values, dtype=np.int8).reshape(-1)
-    if v.size % 2:
-        v = np.concatenate([v, np.zeros(1, np.int8)])
-    nib = (v.astype(np.int16) & 0x0F).astype(np.uint8)
-    return (nib[0::2] | (nib[1::2] << 4)).astype(np.uint8)
 
 
 def encode(values: np.ndarray, bits: int, op: str) -> tuple[WeightStorage, np.ndarray | None]:

@@ -8,27 +8,18 @@
 
 from __future__ import annotations
 
-import flatbuffers
 import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
+from edgeforge.model.rewrite import pack, pack_int4, unpack  # noqa: F401 (pack_int4: re-exported to tests)
+
 
 def load(data: bytes) -> schema.ModelT:
-    return schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    return unpack(data)
 
 
 def save(model: schema.ModelT) -> bytes:
-    b = flatbuffers.Builder(1024)
-    b.Finish(model.Pack(b), file_identifier=b"TFL3")
-    return bytes(b.Output())
-
-
-def pack_int4(values: np.ndarray) -> np.ndarray:
-    v = np.asarray(values, dtype=np.int8).reshape(-1)
-    if v.size % 2:
-        v = np.concatenate([v, np.zeros(1, np.int8)])
-    nib = (v.astype(np.int16) & 0x0F).astype(np.uint8)
-    return (nib[0::2] | (nib[1::2] << 4)).astype(np.uint8)
+    return pack(model)
 
 
 def to_int4(data: bytes, op_index: int = 0, input_index: int = 1,

@@ -18,7 +18,8 @@ from opgen import make_model
 
 from edgeforge.errors import UnsupportedOpError
 from edgeforge.model.tflite import read_tflite
-from edgeforge.native.lower import _unpack_int4, lower
+from edgeforge.model.rewrite import unpack_int4 as _unpack_int4
+from edgeforge.native.lower import lower
 
 COUNT = 24 if FULL else 8
 

@@ -27,7 +27,8 @@ from edgeforge.model.rewrite import pack, unpack
 from edgeforge.model.tflite import constant_data, read_tflite
 from edgeforge.native import sparse
 from edgeforge.native.emit import native_files, prepare_native
-from edgeforge.native.lower import _unpack_int4, lower
+from edgeforge.model.rewrite import unpack_int4 as _unpack_int4
+from edgeforge.native.lower import lower
 from edgeforge.native.sparse import DENSE, SPARSE, decode, encode, weight_storage
 
 SEEDS = 6 if FULL else 3  # opgen models per kind
