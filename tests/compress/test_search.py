@@ -146,3 +146,18 @@ def test_measure_decides_latency_on_the_board(cli, tiny: Path, tmp_path: Path) -
     chosen = next(c for c in measured if c["id"] == report["chosen"])
     latency = next(b for b in doc["budgets"] if b["budget"] == "latency_ms")
     assert latency["basis"].startswith("measured") and latency["value"] == pytest.approx(chosen["latency_ms"], abs=1e-3)
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--measure"], "--measure needs --board"),
+    (["--train", "TRAIN"], "fine-tunes Keras models"),
+    (["--recipe", "MISSING"], "cannot read recipe"),
+])
+def test_search_options_misused_are_clean_usage_errors(cli, tiny: Path, tmp_path: Path, extra: list[str],
+                                                       words: str) -> None:
+    np.savez(tmp_path / "train.npz", x=np.zeros((4, 8, 8, 1), np.float32), y=np.zeros(4, np.int64))
+    args = [{"TRAIN": tmp_path / "train.npz", "MISSING": tmp_path / "none.toml"}.get(a, a) for a in extra]
+    r = cli("build", tiny, "--target", "cortex-m4", "--runtime", "native", "--search", "always", *args,
+            "--out", tmp_path / "o")
+    assert_clean_error(r, 2)
+    assert words in r.err and not (tmp_path / "o").exists()
