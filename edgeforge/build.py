@@ -274,7 +274,20 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     elif opts.data is not None:
         warnings.append("no --val data: accuracy is measured on the calibration data")
         reporter.warning(warnings[-1])
-    outcome, prepared = _maybe_search(model_path, prepared, ds, val, target, opts, budget, reporter)
+    outcome, searched = _maybe_search(model_path, prepared, ds, val, target, opts, budget, reporter)
+    if (outcome is not None and outcome.result is not None and outcome.result.chosen is None and opts.runtime is None
+            and runtime == "tflm" and "native" in target.runtimes):
+        # TFLM's flatbuffer (graph, per-channel scales as floats, int64 zero points) can be most of a small
+        # model's flash: the native runtime stores only the weights. The runtime was not pinned, so try it.
+        reporter.warning("nothing fits with TFLite Micro; searching again for the native runtime (no flatbuffer "
+                         "in flash)")
+        retry, again = _maybe_search(model_path, replace(prepared, runtime="native"), ds, val, target, opts, budget,
+                                     reporter)
+        if retry is None or retry.result is None or retry.result.chosen is not None:  # None: int8 fits as is
+            outcome, searched, runtime = retry, again, "native"
+            warnings.append("switched to the native runtime: no TFLite Micro candidate fits the budgets "
+                            "(pin one with --runtime)")
+    prepared = searched
     if outcome is not None and outcome.scheme is None:
         prepared = replace(prepared, model=outcome.model, info=outcome.info, recipe=outcome.summary["layers"])
         if outcome.result is not None and outcome.result.chosen is None:

@@ -161,3 +161,15 @@ def test_search_options_misused_are_clean_usage_errors(cli, tiny: Path, tmp_path
             "--out", tmp_path / "o")
     assert_clean_error(r, 2)
     assert words in r.err and not (tmp_path / "o").exists()
+
+
+def test_an_unpinned_runtime_switches_to_native_when_no_tflm_candidate_fits(cli, tiny: Path, tmp_path: Path) -> None:
+    """The .tflite alone (graph, float scales, int64 zero points) exceeds 1 KiB; the native weights do not."""
+    r = cli("build", tiny, "--target", "cortex-m4", "--flash-budget", "1K", "--out", tmp_path / "o", "--json")
+    assert r.code == 0, r.err
+    m = json.loads(r.out)
+    assert m["target"]["runtime"] == "native" and m["fits"]
+    assert any("switched to the native runtime" in w for w in m["warnings"])
+    pinned = cli("build", tiny, "--target", "cortex-m4", "--runtime", "tflm", "--flash-budget", "1K",
+                 "--out", tmp_path / "p")
+    assert pinned.code == 3 and "nothing fits" in pinned.err
