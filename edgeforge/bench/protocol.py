@@ -22,6 +22,11 @@ _ERR = re.compile(r"^e-\[(.*)\]$")
 _LAP = re.compile(r"^m-lap-us-(\d+)$")
 
 
+#: The extensions through which the host verifies what it reports (upload CRC, CRC-checked timings): every
+#: edgeforge firmware and the Pi runner list them in ``ef-info``.
+INTEGRITY_EXTENSIONS = ("ef-info", "ef-out", "ef-crc", "ef-lap")
+
+
 class ProtocolError(DeviceError):
     """The device answered something the protocol does not allow, or a check failed."""
 
@@ -60,6 +65,14 @@ def _fields(text: str) -> dict[str, str]:
     return out
 
 
+def _checked_info(line: str) -> dict[str, str] | None:
+    """The fields of an ``m-ef-info-[...]`` line, or None when its extension list lacks the integrity
+    extensions every edgeforge firmware and runner has: such a line was damaged on the wire, and believing
+    it would switch the upload and timing checks off for the whole session."""
+    info = _fields(line[len("m-ef-info-[") : -1])
+    return info if set(INTEGRITY_EXTENSIONS) <= set(info.get("ext", "").split(";")) else None
+
+
 class DutClient:
     def __init__(self, transport: SerialTransport, line_timeout: float = 5.0) -> None:
         self.t = transport
@@ -73,8 +86,8 @@ class DutClient:
         while True:
             line = self.t.read_line(timeout)
             lines.append(line)
-            if line.startswith("m-ef-info-["):
-                self.info = _fields(line[len("m-ef-info-[") : -1])
+            if line.startswith("m-ef-info-[") and (info := _checked_info(line)) is not None:
+                self.info = info  # a damaged banner is skipped: `ef-info` is asked again before any use
             if line == "m-ready":
                 return lines
 
@@ -130,7 +143,10 @@ class DutClient:
             return {}
         for ln in lines:
             if ln.startswith("m-ef-info-["):
-                self.info = _fields(ln[len("m-ef-info-[") : -1])
+                info = _checked_info(ln)
+                if info is None:
+                    raise ProtocolError("the identity line arrived damaged (incomplete extension list)", "retrying")
+                self.info = info
         return self.info
 
     def upload(self, data: bytes) -> None:

@@ -177,3 +177,24 @@ def test_a_diverging_device_is_caught_and_the_first_bad_op_named(cli, native_bui
     doc = json.loads(r.out)
     assert not doc["outputs"]["byte_identical"] and doc["outputs"]["mismatches"]
     assert doc["outputs"]["first_divergence"]["op"] == 1
+
+
+def test_a_damaged_identity_line_cannot_turn_the_integrity_checks_off() -> None:
+    """Noise inside `ext=` must not make the host believe the firmware has no CRC-checked timings (a CI run
+    once accepted a garbage latency that way)."""
+    from edgeforge.bench.protocol import DutClient, ProtocolError
+
+    good = "m-ef-info-[proto=1,model_sha256=ab,ext=ef-info;ef-out;ef-crc;ef-lap;ef-mem]"
+    bad = "m-ef-info-[proto=1,model_sha256=ab,ext=ef-info;ef-out;ef-crc;ef-l#p;ef-mem]"
+
+    class Fake(DutClient):
+        def __init__(self, line: str) -> None:
+            super().__init__(None)  # type: ignore[arg-type]
+            self.line = line
+
+        def command(self, cmd: str, timeout: float | None = None) -> list[str]:
+            return [self.line, "m-ready"]
+
+    assert "ef-lap" in Fake(good).identify()["ext"]
+    with pytest.raises(ProtocolError, match="damaged"):
+        Fake(bad).identify()
