@@ -23,6 +23,7 @@ class Compressed:
     scales: np.ndarray
     bits: int
     bias_shift: np.ndarray | None = None  # real-valued correction subtracted from each output's bias
+    per_tensor: bool = False  # one scale for the whole filter (written as a single quantization scale)
 
     @property
     def density(self) -> float:
@@ -72,10 +73,12 @@ def _compress(layer: WeightLayer, choice: LayerChoice) -> Compressed:
         return Compressed(np.where(keep, layer.values, 0).astype(np.int8), layer.scales, 8)
     real = np.where(keep, layer.real(), 0.0)
     axes = tuple(i for i in range(real.ndim) if i != layer.channel_axis)
-    per_tensor = bool(np.all(layer.scales == layer.scales[0]))  # keep the source's granularity
+    # keep the source's granularity, except for FULLY_CONNECTED: TFLite Micro (which the native runtime
+    # matches) has int4 FULLY_CONNECTED with one scale per tensor only
+    per_tensor = bool(np.all(layer.scales == layer.scales[0])) or layer.op == "FULLY_CONNECTED"
     scales = _int4_scales(real, axes, per_tensor, layer)
     q = np.clip(np.round(real / scales.reshape(_channel_shape(layer))), -INT4_MAX, INT4_MAX)
-    return Compressed(np.where(keep, q, 0).astype(np.int8), scales, 4)
+    return Compressed(np.where(keep, q, 0).astype(np.int8), scales, 4, per_tensor=per_tensor)
 
 
 #: clipping ratios tried for int4 scales: with 15 levels, clipping the largest weights a little
@@ -140,8 +143,10 @@ def _write_layer(tree: Any, sg: Any, layer: WeightLayer, comp: Compressed) -> No
         f.type = tensor_type("INT8")
         buf.data = comp.values.reshape(-1).view(np.uint8).copy()
     q = f.quantization
-    if not np.array_equal(comp.scales, layer.scales):
-        q.scale = [float(comp.scales[0])] if len(q.scale) == 1 else [float(s) for s in comp.scales]
+    if comp.per_tensor:
+        q.scale, q.zeroPoint, q.quantizedDimension = [float(comp.scales[0])], [0], 0
+    elif not np.array_equal(comp.scales, layer.scales):
+        q.scale = [float(s) for s in comp.scales]
     if layer.bias_tensor is None or (comp.bias_shift is None and np.array_equal(comp.scales, layer.scales)):
         return
     # the int32 bias is stored at input_scale * filter_scale: move it to the new filter scale and
@@ -155,6 +160,9 @@ def _write_layer(tree: Any, sg: Any, layer: WeightLayer, comp: Compressed) -> No
         real = real - comp.bias_shift
     new = np.clip(np.round(real / (in_scale * np.resize(comp.scales, old.size))), -(2**31), 2**31 - 1)
     bbuf.data = new.astype(np.int32).view(np.uint8).copy()
-    if b.quantization is not None and b.quantization.scale is not None and len(b.quantization.scale):
-        n = len(b.quantization.scale)
-        b.quantization.scale = [float(in_scale * s) for s in np.resize(comp.scales, n)]
+    bq = b.quantization
+    if bq is not None and bq.scale is not None and len(bq.scale):
+        if comp.per_tensor:
+            bq.scale, bq.zeroPoint, bq.quantizedDimension = [float(in_scale * comp.scales[0])], [0], 0
+        else:
+            bq.scale = [float(in_scale * s) for s in np.resize(comp.scales, len(bq.scale))]

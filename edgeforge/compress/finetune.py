@@ -271,7 +271,8 @@ class _Target:
 
     @property
     def qaxes(self) -> tuple[int, ...] | None:
-        per_tensor = bool(np.all(self.layer.scales == self.layer.scales[0]))
+        # the granularity apply.py gives int4 filters: the source's, but one scale for FULLY_CONNECTED
+        per_tensor = bool(np.all(self.layer.scales == self.layer.scales[0])) or self.layer.op == "FULLY_CONNECTED"
         return None if per_tensor else self.ref.out_axes
 
     def compute_mask(self, sparsity: float) -> np.ndarray:

@@ -36,13 +36,9 @@ class WeightLayer:
     def channels(self) -> int:
         return int(self.values.shape[self.channel_axis])
 
-    @property
-    def int4_ok(self) -> bool:
-        """TFLite Micro (the reference the native runtime matches) has no per-channel int4 FULLY_CONNECTED."""
-        return not (self.op == "FULLY_CONNECTED" and self.scales.size > 1 and not np.all(self.scales == self.scales[0]))
-
     def allows(self, bits: int) -> bool:
-        return bits == 8 or self.int4_ok
+        """Every weight layer takes int8 and int4 (FULLY_CONNECTED int4 with one scale per tensor)."""
+        return bits in (8, 4)
 
     def real(self) -> np.ndarray:
         """The weights in real units (what magnitude pruning ranks)."""

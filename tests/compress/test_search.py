@@ -26,12 +26,14 @@ def _layers(path: Path):  # noqa: ANN202
 
 def test_int4_and_pruning_are_written_into_a_model_tflm_runs(tiny: Path) -> None:
     model, info, layers = _layers(tiny)
-    recipe = Recipe.of("t", {la.op_index: LayerChoice(4, 0.5) for la in layers if la.int4_ok})
+    recipe = Recipe.of("t", {la.op_index: LayerChoice(4, 0.5) for la in layers})
     out = apply_recipe(model, layers, recipe)
     new = read_tflite(out)
     for la in weight_layers(out, new):
         if recipe.choice(la.op_index).bits == 4:
             assert new.tensors[la.filter_tensor].dtype == "int4"
+            if la.op == "FULLY_CONNECTED":  # TFLM's int4 FULLY_CONNECTED takes one scale per tensor
+                assert len(new.tensors[la.filter_tensor].scale) == 1
             assert la.values.min() >= -7 and la.values.max() <= 7
             assert np.count_nonzero(la.values == 0) >= la.values.size // 2
     x = np.random.default_rng(0).integers(-128, 128, size=(4, 1, 8, 8, 1)).astype(np.int8)
