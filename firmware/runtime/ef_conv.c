@@ -2,7 +2,8 @@
  * int8 or packed int4 filters), bit-exact with TFLM's reference ConvPerChannel,
  * DepthwiseConvPerChannel and FullyConnected kernels (INT8_REFERENCE sections 7.1-7.3, 9).
  *
- * How they are fast, in portable C99 (no intrinsics, no allocation, no floating point):
+ * How they are fast, in portable C99 (no allocation, no floating point; int4 on cores with the Arm DSP extension
+ * uses its ACLE intrinsics):
  *
  *  - CONV_2D and FULLY_CONNECTED are one engine (FC = 1x1 conv over `batches` pixels). The receptive field
  *    of an output pixel is gathered into a small int16 buffer on the stack ("im2col"), with the input offset
@@ -21,14 +22,21 @@
  *    acc[c] += w[c] * (x[c] + off) for each in-image tap, vectorised across channels; out-of-image taps are
  *    skipped once per tap, not per channel.
  *  - Requantisation once per output, with the channel's multiplier prepared once (ef_rq, ef_fixedpoint.h).
- *  - int4 filters use the same engines with a dot product that reads the packed nibbles in place.
+ *  - int4 filters (as fast as int8 or faster): the same engine, instantiated apart (an int8-only firmware links
+ *    none of the int4 code). On cores with the DSP extension the packed rows are multiplied in place, 8 nibbles
+ *    per 32-bit load (SXTB16 + SMLAD against a reordered pixel buffer: ef_rows_s4); elsewhere 4 rows at a time are
+ *    unpacked to int8 on the stack (EF_KC elements each) for the int8 dot products. DEPTHWISE_CONV_2D unpacks a
+ *    block of EF_DW4V channels' taps once for the whole output (ef_dw4_blocks). The packed array itself is never
+ *    unpacked as a whole.
  *
  * Integer sums are exact, so the summation order does not matter (INT8_REFERENCE 7.1). */
 #include "ef_kernels.h"
 #include "ef_conv_common.h"
 
 /* Tiling, compile-time (override with -D; tests/native/test_native_tiling.py runs several). Stack: about
- * EF_NPIX * (2 * EF_KC + 4 * EF_OT) bytes for CONV/FC, 28 * EF_DWV for DEPTHWISE (MCU defaults: ~0.6 KB).
+ * EF_NPIX * (2 * EF_KC + 4 * EF_OT) bytes for CONV/FC, 28 * EF_DWV for DEPTHWISE (MCU defaults: ~0.6 KB); int4:
+ * DEPTHWISE EF_DW4V * (EF_DW4K + 32) (MCU: ~0.3 KB, the frame ~0.5 KB at -Os against 0.36 KB for int8), CONV/FC
+ * nothing more with the DSP extension, else 4 * EF_KC for the unpacked rows.
  * Cores with vector units (SSE2, NEON) gain most from 4 pixels per filter pass and long chunks; scalar MCUs
  * (Cortex-M) default to one pixel, four filter rows per pass, and a small stack. */
 #ifndef EF_KC
@@ -46,6 +54,34 @@
 #if EF_KC < 8 || EF_KC % 8 != 0 || (EF_NPIX != 1 && EF_NPIX != 4) || EF_OT < 1 || EF_DWV < 1
 #error "bad EF_KC / EF_NPIX / EF_OT / EF_DWV"
 #endif
+#ifndef EF_DW4V
+#define EF_DW4V (EF_VECTOR_HOST ? 16 : 4) /* depthwise int4: channels per step (accumulators in registers on MCUs) */
+#endif
+#ifndef EF_DW4K
+#define EF_DW4K 49 /* depthwise int4: taps per channel unpacked to the stack at most (7x7); more: read in place */
+#endif
+#if EF_DW4V < 1 || EF_DW4K < 1
+#error "bad EF_DW4V / EF_DW4K"
+#endif
+/* int4 CONV_2D / FC on cores with the DSP extension (Cortex-M4/M7/M33/M55, little-endian): the packed nibbles are
+ * multiplied in place, 8 per 32-bit load (SXTB16 + SMLAD); elsewhere rows are unpacked to int8 on the stack. */
+#ifndef EF_S4_DSP
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__ARMEL__) && defined(__GNUC__)
+#define EF_S4_DSP 1
+#else
+#define EF_S4_DSP 0
+#endif
+#endif
+#if EF_S4_DSP
+#include <arm_acle.h>
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#define EF_INLINE static inline __attribute__((always_inline))
+#define EF_NOINLINE static __attribute__((noinline))
+#else
+#define EF_INLINE static inline
+#define EF_NOINLINE static
+#endif
 
 static inline int8_t ef_requant_out(int32_t acc, int32_t m, int32_t e, int32_t out_offset, int32_t lo, int32_t hi) {
     return (int8_t)ef_clamp(ef_mbqm(acc, m, e) + out_offset, lo, hi);
@@ -53,7 +89,7 @@ static inline int8_t ef_requant_out(int32_t acc, int32_t m, int32_t e, int32_t o
 
 #if EF_NPIX == 4
 /* Four dot products of one filter row with the four pixel buffers x, x + EF_KC, ...: a[0], a[EF_OT], ... += */
-static void ef_dot4_s8(const int8_t* restrict w, const int16_t* restrict x, int32_t n, int32_t* restrict a) {
+EF_INLINE void ef_dot4_s8(const int8_t* restrict w, const int16_t* restrict x, int32_t n, int32_t* restrict a) {
     const int16_t* restrict x1 = x + EF_KC;
     const int16_t* restrict x2 = x + 2 * EF_KC;
     const int16_t* restrict x3 = x + 3 * EF_KC;
@@ -102,7 +138,7 @@ static void ef_dot4_s8(const int8_t* restrict w, const int16_t* restrict x, int3
 #endif
 
 /* Four dot products of the filter rows w, w + K, w + 2K, w + 3K with one buffer x: a[0..3] += */
-static void ef_dot4r_s8(const int8_t* restrict w, int32_t K, const int16_t* restrict x, int32_t n,
+EF_INLINE void ef_dot4r_s8(const int8_t* restrict w, int32_t K, const int16_t* restrict x, int32_t n,
                         int32_t* restrict a) {
     const int8_t* restrict w1 = w + K;
     const int8_t* restrict w2 = w + 2 * K;
@@ -152,42 +188,211 @@ static void ef_dot4r_s8(const int8_t* restrict w, int32_t K, const int16_t* rest
 
 /* acc[q * ot + i] += dot(filter row oc0 + i from element k0, buffer xv + q * kc of pixel q) for q < np,
  * i < count; n valid elements, n8 with the zero padding (used where the row may read past its end). */
-static void ef_rows(const void* filter, int is4, int32_t K, int32_t total, int32_t oc0, int32_t count, int32_t k0,
+static void ef_rows(const int8_t* filter, int32_t K, int32_t total, int32_t oc0, int32_t count, int32_t k0,
                     const int16_t* xv, int32_t kc, int32_t ot, int32_t np, int32_t n, int32_t n8, int32_t* acc) {
     int32_t i = 0, q;
-    if (np == 1 && !is4) {
+    if (np == 1) {
         /* one pixel: four rows at a time share the loads of x */
         for (; i + 4 <= count; i += 4) {
             const int32_t start = (oc0 + i) * K + k0;
-            ef_dot4r_s8((const int8_t*)filter + start, K, xv, start + 3 * K + n8 <= total ? n8 : n, acc + i);
+            ef_dot4r_s8(filter + start, K, xv, start + 3 * K + n8 <= total ? n8 : n, acc + i);
         }
     }
     for (; i < count; ++i) {
         const int32_t start = (oc0 + i) * K + k0;
-        if (is4) {
-            for (q = 0; q < np; ++q) {
-                acc[q * ot + i] += ef_dot_s4((const uint8_t*)filter, start, xv + q * kc, n);
-            }
-        } else {
-            const int8_t* w = (const int8_t*)filter + start;
-            const int32_t len = start + n8 <= total ? n8 : n;
+        const int8_t* w = filter + start;
+        const int32_t len = start + n8 <= total ? n8 : n;
 #if EF_NPIX == 4
-            if (np == 4) { /* then kc == EF_KC and ot == EF_OT */
-                ef_dot4_s8(w, xv, len, acc + i);
-                continue;
-            }
+        if (np == 4) { /* then kc == EF_KC and ot == EF_OT */
+            ef_dot4_s8(w, xv, len, acc + i);
+            continue;
+        }
 #endif
-            for (q = 0; q < np; ++q) {
-                acc[q * ot + i] += ef_dot_s8(w, xv + q * kc, len);
+        for (q = 0; q < np; ++q) {
+            acc[q * ot + i] += ef_dot_s8(w, xv + q * kc, len);
+        }
+    }
+}
+
+/* ---- packed int4 rows (ef_rows_s4, same contract as ef_rows) ---------------------------------------------------- */
+#if EF_S4_DSP
+/* With the DSP extension, no unpacking. A 32-bit word holds 8 elements (n0 in its low nibble): E = (u << 4) &
+ * 0xF0F0F0F0 holds 16 * n0, n2, n4, n6 and O = u & 0xF0F0F0F0 holds 16 * n1, n3, n5, n7, one per byte, so SXTB16 of
+ * E, O and of their bytes 1 and 3 gives the int16 pairs (n0, n4), (n1, n5), (n2, n6), (n3, n7), times 16; the pixel
+ * buffers are reordered to match once per gather (ef_s4_perm), and SMLAD adds two products at a time. The sum, a
+ * multiple of 16, is shifted back exactly (|sum| < 2^31: at most 16 * 8 * 255 per element of a chunk). A row that
+ * starts mid-byte (odd K) reads its words shifted by a nibble. Two rows per pass (even K): about 1.8 instructions
+ * per MAC on a Cortex-M4, against 2.75 in the int8 loop. */
+
+static inline uint32_t ef_ld32(const void* p) {
+    uint32_t u;
+    memcpy(&u, p, 4);
+    return u;
+}
+
+/* SXTB16 of bytes 1 and 3 (GCC does not fold the rotation into the instruction by itself). */
+static inline int32_t ef_sxtb16_hi(uint32_t x) {
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+
+/* In each of the np pixel buffers (n8 elements, a multiple of 8) every group x0..x7 becomes x0 x4 x1 x5 x2 x6 x3 x7. */
+static void ef_s4_perm(int16_t* xv, int32_t np, int32_t kc, int32_t n8) {
+    int32_t q, g;
+    for (q = 0; q < np; ++q) {
+        int16_t* x = xv + q * kc;
+        for (g = 0; g < n8; g += 8, x += 8) {
+            const uint32_t a = ef_ld32(x), b = ef_ld32(x + 2), c = ef_ld32(x + 4), d = ef_ld32(x + 6);
+            const uint32_t p0 = (a & 0xFFFFu) | (c << 16), p1 = (a >> 16) | (c & 0xFFFF0000u);
+            const uint32_t p2 = (b & 0xFFFFu) | (d << 16), p3 = (b >> 16) | (d & 0xFFFF0000u);
+            memcpy(x, &p0, 4);
+            memcpy(x + 2, &p1, 4);
+            memcpy(x + 4, &p2, 4);
+            memcpy(x + 6, &p3, 4);
+        }
+    }
+}
+
+#define EF_S4_GROUP(s, u, x0, x1, x2, x3)                     \
+    do {                                                      \
+        const uint32_t e_ = ((u) << 4) & 0xF0F0F0F0u;         \
+        const uint32_t o_ = (u) & 0xF0F0F0F0u;                \
+        s = __smlad((int32_t)__sxtb16((int32_t)e_), (x0), s); \
+        s = __smlad((int32_t)__sxtb16((int32_t)o_), (x1), s); \
+        s = __smlad(ef_sxtb16_hi(e_), (x2), s);               \
+        s = __smlad(ef_sxtb16_hi(o_), (x3), s);               \
+    } while (0)
+
+/* np2 pairs of rows starting on a byte: row 2j at w + j * K, row 2j + 1 at w + j * K + K / 2 (K even), . x over g
+ * groups of 8: a[2j], a[2j + 1] += (one call per tile; the two rows of a pass share the loads of x). */
+EF_NOINLINE void ef_dot2_s4(const uint8_t* w, int32_t K, int32_t np2, const int16_t* x, int32_t g, int32_t* a) {
+    for (; np2 > 0; --np2, w += K, a += 2) {
+        const uint8_t* w0 = w;
+        const uint8_t* w1 = w + (K >> 1);
+        const int16_t* xp = x;
+        int32_t s0 = 0, s1 = 0, k;
+        for (k = g; k > 0; --k, w0 += 4, w1 += 4, xp += 8) {
+            const int32_t x0 = (int32_t)ef_ld32(xp), x1 = (int32_t)ef_ld32(xp + 2);
+            const int32_t x2 = (int32_t)ef_ld32(xp + 4), x3 = (int32_t)ef_ld32(xp + 6);
+            const uint32_t u = ef_ld32(w0), v = ef_ld32(w1);
+            EF_S4_GROUP(s0, u, x0, x1, x2, x3);
+            EF_S4_GROUP(s1, v, x0, x1, x2, x3);
+        }
+        a[0] += s0 >> 4;
+        a[1] += s1 >> 4;
+    }
+}
+
+/* One row from the byte w (odd: from its high nibble; the word of a group then takes the low nibble of the byte
+ * after it, which holds the group's last element) . x over g groups: *a += . */
+EF_INLINE void ef_dot1_s4_t(const uint8_t* w, int odd, const int16_t* x, int32_t g, int32_t* a) {
+    int32_t s0 = 0;
+    for (; g > 0; --g, w += 4, x += 8) {
+        const uint32_t u = odd ? (ef_ld32(w) >> 4) | ((uint32_t)w[4] << 28) : ef_ld32(w);
+        EF_S4_GROUP(s0, u, (int32_t)ef_ld32(x), (int32_t)ef_ld32(x + 2), (int32_t)ef_ld32(x + 4),
+                    (int32_t)ef_ld32(x + 6));
+    }
+    *a += s0 >> 4;
+}
+
+EF_NOINLINE void ef_dot1_s4e(const uint8_t* w, const int16_t* x, int32_t g, int32_t* a) {
+    ef_dot1_s4_t(w, 0, x, g, a);
+}
+
+EF_NOINLINE void ef_dot1_s4o(const uint8_t* w, const int16_t* x, int32_t g, int32_t* a) {
+    ef_dot1_s4_t(w, 1, x, g, a);
+}
+
+/* Elements s .. s+m-1 of the filter against the reordered buffer x (from a group start). */
+static int32_t ef_tail_s4(const uint8_t* filter, int32_t s, const int16_t* x, int32_t m) {
+    int32_t a = 0, j;
+    for (j = 0; j < m; ++j) {
+        a += ef_s4_at(filter, s + j) * x[(j & ~7) + 2 * (j & 3) + ((j >> 2) & 1)];
+    }
+    return a;
+}
+
+/* The buffers are reordered (ef_s4_perm). A row reads whole words up to its padded length n8 where they lie inside
+ * the filter (total elements); the last rows stop at their last whole group and finish element by element. */
+static void ef_rows_s4(const uint8_t* filter, int32_t K, int32_t total, int32_t oc0, int32_t count, int32_t k0,
+                       const int16_t* xv, int32_t kc, int32_t ot, int32_t np, int32_t n, int32_t n8, int32_t* acc) {
+    /* rows oc0 + i, i < full, read their n8 elements inside the filter: (oc0 + i) * K + k0 + n8 <= total */
+    const int32_t t = total - n8 - k0;
+    int32_t full = t < 0 ? 0 : t / K + 1 - oc0;
+    int32_t q, i;
+    full = full < 0 ? 0 : (full > count ? count : full);
+    for (q = 0; q < np; ++q) {
+        const int16_t* x = xv + q * kc;
+        int32_t* a = acc + q * ot;
+        i = 0;
+        if (!(K & 1)) { /* every row starts on a byte: pairs */
+            i = full & ~1;
+            ef_dot2_s4(filter + ((oc0 * K + k0) >> 1), K, i >> 1, x, n8 >> 3, a);
+        }
+        for (; i < count; ++i) {
+            const int32_t s = (oc0 + i) * K + k0;
+            const int32_t g = i < full ? n8 >> 3 : n >> 3;
+            if (s & 1) {
+                ef_dot1_s4o(filter + (s >> 1), x, g, a + i);
+            } else {
+                ef_dot1_s4e(filter + (s >> 1), x, g, a + i);
+            }
+            if (8 * g < n) {
+                a[i] += ef_tail_s4(filter, s + 8 * g, x + 8 * g, n - 8 * g);
             }
         }
     }
 }
 
-/* mstride: 1 for per-channel mult/shift, 0 for one per-tensor pair. */
-static void ef_conv_engine(const ef_conv_params* p, const int8_t* in, const void* filter, int is4,
-                           const int32_t* bias, const int32_t* mult, const int32_t* shift, int32_t mstride,
-                           int8_t* out) {
+#else
+/* Elsewhere the rows are unpacked to int8 on the stack (EF_KC elements of four rows at a time) and multiplied by the
+ * int8 dot products: the unpacking is shared by the np pixels and stays off the MAC loops. */
+static void ef_rows_s4(const uint8_t* filter, int32_t K, int32_t total, int32_t oc0, int32_t count, int32_t k0,
+                       const int16_t* xv, int32_t kc, int32_t ot, int32_t np, int32_t n, int32_t n8, int32_t* acc) {
+    int8_t wb[4 * EF_KC];
+    int32_t i = 0, q, s, j;
+    (void)total;
+    (void)n8;
+    if (np == 1) {
+        for (; i + 4 <= count; i += 4) {
+            for (s = 0; s < n; s += EF_KC) {
+                const int32_t len = n - s < EF_KC ? n - s : EF_KC;
+                const int32_t len8 = (len + 7) & ~7; /* x is 0 from n to the multiple of 8 */
+                for (j = 0; j < 4; ++j) {
+                    ef_unpack_s4(wb + j * EF_KC, filter, (oc0 + i + j) * K + k0 + s, len);
+                    memset(wb + j * EF_KC + len, 0, (size_t)(len8 - len));
+                }
+                ef_dot4r_s8(wb, EF_KC, xv + s, len8, acc + i);
+            }
+        }
+    }
+    for (; i < count; ++i) {
+        for (s = 0; s < n; s += EF_KC) {
+            const int32_t len = n - s < EF_KC ? n - s : EF_KC;
+            const int32_t len8 = (len + 7) & ~7;
+            ef_unpack_s4(wb, filter, (oc0 + i) * K + k0 + s, len);
+            memset(wb + len, 0, (size_t)(len8 - len));
+#if EF_NPIX == 4
+            if (np == 4) { /* then kc == EF_KC: one slice, and ot == EF_OT */
+                ef_dot4_s8(wb, xv, len8, acc + i);
+                continue;
+            }
+#endif
+            for (q = 0; q < np; ++q) {
+                acc[q * ot + i] += ef_dot_s8(wb, xv + q * kc + s, len8);
+            }
+        }
+    }
+}
+#endif
+
+/* The CONV_2D / FC engine, instantiated for int8 (ef_conv_engine) and int4 filters (ef_conv4_engine): is4 is a
+ * constant, so neither copy holds the other's code, and a firmware without int4 layers links none of it.
+ * mstride: 1 for per-channel mult/shift, 0 for one per-tensor pair. */
+EF_INLINE void ef_conv_engine_t(const ef_conv_params* p, const int8_t* in, const void* filter, const int is4,
+                                const int32_t* bias, const int32_t* mult, const int32_t* shift, int32_t mstride,
+                                int8_t* out) {
     const int32_t fic = p->filter_in_c;
     const int32_t K = p->k_h * p->k_w * fic;
     const int32_t groups = p->in_c / fic;
@@ -214,18 +419,34 @@ static void ef_conv_engine(const ef_conv_params* p, const int8_t* in, const void
             }
             if (single) {
                 n8 = ef_gather(p, px, np, cbase, 0, K, xv, kc);
+#if EF_S4_DSP
+                if (is4) {
+                    ef_s4_perm(xv, np, kc, n8);
+                }
+#endif
             }
             for (oc0 = g * per_group; oc0 < oc_end; oc0 += ot) {
                 const int32_t count = oc_end - oc0 < ot ? oc_end - oc0 : ot;
                 ef_tile_init(acc, ot, np, count, bias != NULL ? bias + oc0 : NULL);
                 if (single) {
-                    ef_rows(filter, is4, K, total, oc0, count, 0, xv, kc, ot, np, K, n8, acc);
+                    if (is4) {
+                        ef_rows_s4((const uint8_t*)filter, K, total, oc0, count, 0, xv, kc, ot, np, K, n8, acc);
+                    } else {
+                        ef_rows((const int8_t*)filter, K, total, oc0, count, 0, xv, kc, ot, np, K, n8, acc);
+                    }
                 } else {
                     int32_t k0;
                     for (k0 = 0; k0 < K; k0 += kc) {
                         const int32_t n = K - k0 < kc ? K - k0 : kc;
                         const int32_t m8 = ef_gather(p, px, np, cbase, k0, k0 + n, xv, kc);
-                        ef_rows(filter, is4, K, total, oc0, count, k0, xv, kc, ot, np, n, m8, acc);
+                        if (is4) {
+#if EF_S4_DSP
+                            ef_s4_perm(xv, np, kc, m8);
+#endif
+                            ef_rows_s4((const uint8_t*)filter, K, total, oc0, count, k0, xv, kc, ot, np, n, m8, acc);
+                        } else {
+                            ef_rows((const int8_t*)filter, K, total, oc0, count, k0, xv, kc, ot, np, n, m8, acc);
+                        }
                     }
                 }
                 ef_tile_store(p, acc, ot, np, count, mult + oc0 * mstride, shift + oc0 * mstride, mstride,
@@ -235,51 +456,62 @@ static void ef_conv_engine(const ef_conv_params* p, const int8_t* in, const void
     }
 }
 
+static void ef_conv_engine(const ef_conv_params* p, const int8_t* in, const int8_t* filter, const int32_t* bias,
+                           const int32_t* mult, const int32_t* shift, int32_t mstride, int8_t* out) {
+    ef_conv_engine_t(p, in, filter, 0, bias, mult, shift, mstride, out);
+}
+
+static void ef_conv4_engine(const ef_conv_params* p, const int8_t* in, const uint8_t* filter, const int32_t* bias,
+                            const int32_t* mult, const int32_t* shift, int32_t mstride, int8_t* out) {
+    ef_conv_engine_t(p, in, filter, 1, bias, mult, shift, mstride, out);
+}
+
 void ef_conv2d_s8(const ef_conv_params* p, const int8_t* in, const int8_t* filter, const int32_t* bias,
                   const int32_t* mult, const int32_t* shift, int8_t* out) {
-    ef_conv_engine(p, in, filter, 0, bias, mult, shift, 1, out);
+    ef_conv_engine(p, in, filter, bias, mult, shift, 1, out);
 }
 
 void ef_conv2d_s4(const ef_conv_params* p, const int8_t* in, const uint8_t* filter, const int32_t* bias,
                   const int32_t* mult, const int32_t* shift, int8_t* out) {
-    ef_conv_engine(p, in, filter, 1, bias, mult, shift, 1, out);
+    ef_conv4_engine(p, in, filter, bias, mult, shift, 1, out);
 }
 
 /* FULLY_CONNECTED = 1x1 conv over a 1 x batches image of in_depth channels. */
-static void ef_fc_engine(const ef_fc_params* f, const int8_t* in, const void* filter, int is4, const int32_t* bias,
-                         const int32_t* mult, const int32_t* shift, int8_t* out) {
-    ef_conv_params p;
-    p.batches = 1;
-    p.in_h = 1;
-    p.in_w = f->batches;
-    p.in_c = f->in_depth;
-    p.out_h = 1;
-    p.out_w = f->batches;
-    p.out_c = f->out_depth;
-    p.k_h = 1;
-    p.k_w = 1;
-    p.filter_in_c = f->in_depth;
-    p.stride_h = 1;
-    p.stride_w = 1;
-    p.dil_h = 1;
-    p.dil_w = 1;
-    p.pad_h = 0;
-    p.pad_w = 0;
-    p.in_offset = f->in_offset;
-    p.out_offset = f->out_offset;
-    p.act_min = f->act_min;
-    p.act_max = f->act_max;
-    ef_conv_engine(&p, in, filter, is4, bias, mult, shift, f->per_channel ? 1 : 0, out);
+static void ef_fc_as_conv(const ef_fc_params* f, ef_conv_params* p) {
+    p->batches = 1;
+    p->in_h = 1;
+    p->in_w = f->batches;
+    p->in_c = f->in_depth;
+    p->out_h = 1;
+    p->out_w = f->batches;
+    p->out_c = f->out_depth;
+    p->k_h = 1;
+    p->k_w = 1;
+    p->filter_in_c = f->in_depth;
+    p->stride_h = 1;
+    p->stride_w = 1;
+    p->dil_h = 1;
+    p->dil_w = 1;
+    p->pad_h = 0;
+    p->pad_w = 0;
+    p->in_offset = f->in_offset;
+    p->out_offset = f->out_offset;
+    p->act_min = f->act_min;
+    p->act_max = f->act_max;
 }
 
 void ef_fc_s8(const ef_fc_params* p, const int8_t* in, const int8_t* filter, const int32_t* bias,
               const int32_t* mult, const int32_t* shift, int8_t* out) {
-    ef_fc_engine(p, in, filter, 0, bias, mult, shift, out);
+    ef_conv_params c;
+    ef_fc_as_conv(p, &c);
+    ef_conv_engine(&c, in, filter, bias, mult, shift, p->per_channel ? 1 : 0, out);
 }
 
 void ef_fc_s4(const ef_fc_params* p, const int8_t* in, const uint8_t* filter, const int32_t* bias,
               const int32_t* mult, const int32_t* shift, int8_t* out) {
-    ef_fc_engine(p, in, filter, 1, bias, mult, shift, out);
+    ef_conv_params c;
+    ef_fc_as_conv(p, &c);
+    ef_conv4_engine(&c, in, filter, bias, mult, shift, p->per_channel ? 1 : 0, out);
 }
 
 /* ---- DEPTHWISE_CONV_2D ----------------------------------------------------------------------------------- */
@@ -387,7 +619,150 @@ void ef_dwconv2d_s8(const ef_conv_params* p, const int8_t* in, const int8_t* fil
     ef_dw_engine(p, in, filter, 0, bias, mult, shift, out);
 }
 
+/* ---- DEPTHWISE_CONV_2D, packed int4 filter ----------------------------------------------------------------
+ * Multiplier 1: EF_DW4V channels at a time over the whole output (as the int8 engine), their k_h * k_w taps unpacked
+ * once to int8 on the stack (EF_DW4K * EF_DW4V bytes), so the per-pixel loop is an int8 one: per output pixel the
+ * taps inside the image are a rectangle [ky0, ky1) x [kx0, kx1) (no per-tap checks), the accumulators stay in
+ * registers (4 channels on MCUs) or vectorise (16 on vector hosts), and for pixels whose window lies inside the image
+ * the input offset is folded into the bias (sum w * (x + off) = sum w * x + off * sum w, exact in int32). A channel
+ * count that is not a multiple of EF_DW4V ends with a block overlapping the one before. Depth multiplier > 1, fewer
+ * than EF_DW4V channels or more than EF_DW4K taps: ef_dw_engine, one output at a time from the nibbles in place. */
+
+/* a[j] += sum over rows r < nr and columns c < nc of the tap rectangle of wp[c * EF_DW4V + j] * (xp[c * xstep + j] +
+ * off), the next row at xp + ystep, wp + wstep; the offset only when add_off (a constant: two copies). */
+#if EF_DW4V == 4
+/* four channels: the accumulators in registers (-O2 does not unroll the channel loop for them) */
+EF_INLINE void ef_dw4_taps(const int8_t* xp, int32_t ystep, int32_t xstep, const int8_t* wp, int32_t wstep,
+                           int32_t nr, int32_t nc, int add_off, int32_t off, int32_t* restrict a) {
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    int32_t r, c;
+#if EF_S4_DSP
+    const int32_t off2 = (int32_t)(((uint32_t)off & 0xFFFFu) * 0x10001u);
+#endif
+    for (r = 0; r < nr; ++r) {
+        for (c = 0; c < nc; ++c) {
+            const int8_t* x = xp + r * ystep + c * xstep;
+            const int8_t* w = wp + r * wstep + c * 4;
+#if EF_S4_DSP
+            /* SXTB16: channels 0 and 2 (1 and 3 after a shift by a byte) as int16 pairs; SMLABB / SMLATT */
+            const uint32_t xw = ef_ld32(x), ww = ef_ld32(w);
+            int32_t x02 = (int32_t)__sxtb16((int32_t)xw), x13 = ef_sxtb16_hi(xw);
+            const int32_t w02 = (int32_t)__sxtb16((int32_t)ww), w13 = ef_sxtb16_hi(ww);
+            if (add_off) { /* |x + off| <= 255: no lane overflows */
+                x02 = (int32_t)__sadd16(x02, off2);
+                x13 = (int32_t)__sadd16(x13, off2);
+            }
+            a0 = __smlabb(w02, x02, a0);
+            a2 = __smlatt(w02, x02, a2);
+            a1 = __smlabb(w13, x13, a1);
+            a3 = __smlatt(w13, x13, a3);
+#else
+            const int32_t o = add_off ? off : 0;
+            a0 += (int32_t)w[0] * ((int32_t)x[0] + o);
+            a1 += (int32_t)w[1] * ((int32_t)x[1] + o);
+            a2 += (int32_t)w[2] * ((int32_t)x[2] + o);
+            a3 += (int32_t)w[3] * ((int32_t)x[3] + o);
+#endif
+        }
+    }
+    a[0] = a0;
+    a[1] = a1;
+    a[2] = a2;
+    a[3] = a3;
+}
+#else
+EF_INLINE void ef_dw4_taps(const int8_t* xp, int32_t ystep, int32_t xstep, const int8_t* wp, int32_t wstep,
+                           int32_t nr, int32_t nc, int add_off, int32_t off, int32_t* restrict a) {
+    const int32_t o = add_off ? off : 0;
+    int32_t r, c, j;
+    for (r = 0; r < nr; ++r) {
+        for (c = 0; c < nc; ++c) {
+            const int8_t* x = xp + r * ystep + c * xstep;
+            const int8_t* w = wp + r * wstep + c * EF_DW4V;
+            for (j = 0; j < EF_DW4V; ++j) {
+                a[j] += (int32_t)w[j] * ((int32_t)x[j] + o);
+            }
+        }
+    }
+}
+#endif
+
+/* First and end tap k with 0 <= o + d * k < n, for k in [0, kn). */
+static inline void ef_dw4_range(int32_t o, int32_t d, int32_t n, int32_t kn, int32_t* k0, int32_t* k1) {
+    int32_t lo = o < 0 ? (d - 1 - o) / d : 0;
+    int32_t hi = n - o <= 0 ? 0 : (n - o + d - 1) / d;
+    hi = hi > kn ? kn : hi;
+    *k0 = lo > hi ? hi : lo;
+    *k1 = hi;
+}
+
+/* Multiplier 1, at least EF_DW4V channels, at most EF_DW4K taps: blocks of EF_DW4V channels, the last one ending at
+ * the last channel (it may overlap the one before: a few outputs are computed twice, the same). */
+static void ef_dw4_blocks(const ef_conv_params* p, const int8_t* in, const uint8_t* w4, const int32_t* bias,
+                             const int32_t* mult, const int32_t* shift, int8_t* out) {
+    const int32_t K = p->k_h * p->k_w;
+    const int32_t C = p->in_c, OC = p->out_c;
+    const int32_t end = C - EF_DW4V; /* the last block's start */
+    const int32_t off = p->in_offset, out_offset = p->out_offset, lo = p->act_min, hi = p->act_max;
+    const int32_t image = p->in_h * p->in_w * C, pitch = p->in_w * C;
+    const int32_t ystep = p->dil_h * pitch, xstep = p->dil_w * C, wstep = p->k_w * EF_DW4V;
+    int8_t wb[EF_DW4K * EF_DW4V]; /* wb[tap * EF_DW4V + j]: tap (ky, kx) of channel c0 + j */
+    int32_t b0[EF_DW4V], bf[EF_DW4V];
+    ef_rq rq[EF_DW4V];
+    int32_t c0, b, oy, ox, t, j;
+    for (c0 = 0; c0 <= end; c0 = c0 < end && c0 + EF_DW4V > end ? end : c0 + EF_DW4V) {
+        int8_t* o = out + c0;
+        for (t = 0; t < K; ++t) {
+            ef_unpack_s4(wb + t * EF_DW4V, w4, t * OC + c0, EF_DW4V);
+        }
+        for (j = 0; j < EF_DW4V; ++j) {
+            int32_t sum = 0;
+            for (t = 0; t < K; ++t) {
+                sum += wb[t * EF_DW4V + j];
+            }
+            b0[j] = bias != NULL ? bias[c0 + j] : 0;
+            bf[j] = b0[j] + off * sum;
+            rq[j] = ef_rq_prepare(mult[c0 + j], shift[c0 + j]);
+        }
+        for (b = 0; b < p->batches; ++b) {
+            const int8_t* img = in + b * image + c0;
+            for (oy = 0; oy < p->out_h; ++oy) {
+                const int32_t y0 = oy * p->stride_h - p->pad_h;
+                int32_t ky0, ky1;
+                ef_dw4_range(y0, p->dil_h, p->in_h, p->k_h, &ky0, &ky1);
+                for (ox = 0; ox < p->out_w; ++ox, o += OC) {
+                    const int32_t x0 = ox * p->stride_w - p->pad_w;
+                    int32_t a[EF_DW4V];
+                    int32_t kx0, kx1;
+                    ef_dw4_range(x0, p->dil_w, p->in_w, p->k_w, &kx0, &kx1);
+                    if (ky0 == 0 && ky1 == p->k_h && kx0 == 0 && kx1 == p->k_w) {
+                        for (j = 0; j < EF_DW4V; ++j) {
+                            a[j] = bf[j];
+                        }
+                        ef_dw4_taps(img + y0 * pitch + x0 * C, ystep, xstep, wb, wstep, p->k_h, p->k_w, 0, 0, a);
+                    } else {
+                        for (j = 0; j < EF_DW4V; ++j) {
+                            a[j] = b0[j];
+                        }
+                        if (ky0 < ky1 && kx0 < kx1) {
+                            ef_dw4_taps(img + (y0 + p->dil_h * ky0) * pitch + (x0 + p->dil_w * kx0) * C, ystep, xstep,
+                                        wb + (ky0 * p->k_w + kx0) * EF_DW4V, wstep, ky1 - ky0, kx1 - kx0, 1, off, a);
+                        }
+                    }
+                    for (j = 0; j < EF_DW4V; ++j) {
+                        o[j] = (int8_t)ef_clamp(ef_rq_mbqm(&rq[j], a[j]) + out_offset, lo, hi);
+                    }
+                }
+            }
+        }
+    }
+}
+
 void ef_dwconv2d_s4(const ef_conv_params* p, const int8_t* in, const uint8_t* filter, const int32_t* bias,
                     const int32_t* mult, const int32_t* shift, int8_t* out) {
-    ef_dw_engine(p, in, filter, 1, bias, mult, shift, out);
+    if (p->filter_in_c != 1 || p->in_c < EF_DW4V || p->k_h * p->k_w > EF_DW4K) {
+        ef_dw_engine(p, in, filter, 1, bias, mult, shift, out); /* one output at a time, nibbles read in place */
+        return;
+    }
+    ef_dw4_blocks(p, in, filter, bias, mult, shift, out);
 }

@@ -22,6 +22,47 @@ static inline int32_t ef_s4_at(const uint8_t* w, int32_t i) {
     return (i & 1) ? ef_s4_hi(b) : ef_s4_lo(b);
 }
 
+/* d[0..n) = packed int4 elements i .. i+n-1 (flattened index), sign-extended to int8, so that the int8 loops run on
+ * them. Four bytes (8 values) at a time: the nibbles spread to bytes and sign-extended in parallel (SWAR, 32-bit,
+ * byte order spelled out: the compiler merges the byte loads / stores on little-endian cores). Reads only the bytes
+ * holding elements i .. i+n-1. */
+static void ef_unpack_s4(int8_t* restrict d, const uint8_t* restrict w, int32_t i, int32_t n) {
+    uint8_t* db = (uint8_t*)d;
+    int32_t k = 0;
+    const uint8_t* b;
+    if (n > 0 && (i & 1)) {
+        d[0] = (int8_t)ef_s4_hi(w[i >> 1]);
+        k = 1;
+    }
+    b = w + ((i + k) >> 1);
+    for (; k + 8 <= n; k += 8, b += 4) {
+        const uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+        uint32_t lo = u & 0xFFFFu, hi = u >> 16;
+        lo = (lo | lo << 8) & 0x00FF00FFu; /* byte j of the half to byte 2j */
+        hi = (hi | hi << 8) & 0x00FF00FFu;
+        lo = (lo | lo << 4) & 0x0F0F0F0Fu; /* nibble j to byte j */
+        hi = (hi | hi << 4) & 0x0F0F0F0Fu;
+        lo = ((lo ^ 0x08080808u) + 0x78787878u) ^ 0x80808080u; /* each byte v in [0, 16) to v - 16 * (v >= 8) */
+        hi = ((hi ^ 0x08080808u) + 0x78787878u) ^ 0x80808080u;
+        /* int8_t is two's complement (C99 7.18.1.1): its bytes written as uint8_t are these values */
+        db[k] = (uint8_t)lo;
+        db[k + 1] = (uint8_t)(lo >> 8);
+        db[k + 2] = (uint8_t)(lo >> 16);
+        db[k + 3] = (uint8_t)(lo >> 24);
+        db[k + 4] = (uint8_t)hi;
+        db[k + 5] = (uint8_t)(hi >> 8);
+        db[k + 6] = (uint8_t)(hi >> 16);
+        db[k + 7] = (uint8_t)(hi >> 24);
+    }
+    for (; k + 2 <= n; k += 2, ++b) {
+        d[k] = (int8_t)ef_s4_lo(*b);
+        d[k + 1] = (int8_t)ef_s4_hi(*b);
+    }
+    if (k < n) {
+        d[k] = (int8_t)ef_s4_lo(*b);
+    }
+}
+
 /* ---- dot products: int8 filter x int16 activations ------------------------------------------------- */
 
 static inline int32_t ef_dot64(const int8_t* restrict w, const int16_t* restrict x) {
@@ -65,26 +106,6 @@ static int32_t ef_dot_s8(const int8_t* restrict w, const int16_t* restrict x, in
     }
     for (; k < n; ++k) {
         acc += (int32_t)w[k] * x[k];
-    }
-    return acc;
-}
-
-/* Packed int4 filter elements i .. i+n-1 (flattened index) against x[0..n-1]. */
-static int32_t ef_dot_s4(const uint8_t* restrict w, int32_t i, const int16_t* restrict x, int32_t n) {
-    int32_t acc = 0;
-    int32_t k = 0;
-    const uint8_t* b;
-    if (n > 0 && (i & 1)) {
-        acc += ef_s4_hi(w[i >> 1]) * x[0];
-        k = 1;
-    }
-    b = w + ((i + k) >> 1);
-    for (; k + 2 <= n; k += 2) {
-        const int32_t v = *b++;
-        acc += ef_s4_lo(v) * x[k] + ef_s4_hi(v) * x[k + 1];
-    }
-    if (k < n) {
-        acc += ef_s4_lo(*b) * x[k];
     }
     return acc;
 }

@@ -10,7 +10,8 @@
  *   - in_offset is -input_zero_point (0 when the code generator folded it into the bias),
  *     out_offset is output_zero_point; act_min/act_max is the fused-activation clamp range.
  *   - Packed int4 filters (the _s4 variants): two values per byte over the flattened filter,
- *     element 2i in the low nibble, sign-extended; read in place, never unpacked.
+ *     element 2i in the low nibble, sign-extended; multiplied from the packed bytes (Arm DSP extension) or
+ *     unpacked a few rows / taps at a time to int8 on the stack, never as a whole.
  *   - Parameter structs are plain int32 fields so the generator can emit them as static const
  *     initialisers (flash).
  *   - CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED are blocked for speed with small fixed stack

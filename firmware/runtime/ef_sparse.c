@@ -23,6 +23,8 @@
  * per MAC in the dense inner loops, so bitmap rows (>= 37.5 % zeros, see sparse.py) are always the faster.
  * FC with fewer than EF_SNPIX batches (one pixel): bitmap rows at 8 instructions per nonzero weight, runs of 4
  * dense rows share the loads of x as in the dense engine.
+ * int4 values: the values of a row chunk are unpacked to int8 once per pass (EF_SKC bytes of stack, shared by the
+ * pass's pixels) and the int8 loops above run on them; bitmap rows of one pixel read the nibbles in place.
  * DEPTHWISE_CONV_2D: channel by channel, its nonzero taps decoded once; then per output column the taps whose
  * input column lies inside the image (weight, input offset), and per output row a plain sum over them (rows whose
  * window lies inside the image without checks, two rows per pass, the input offset folded into the sum of the
@@ -190,47 +192,28 @@ EF_NOINLINE int32_t ef_spq_s8(const uint8_t* restrict bm, int32_t n, const int8_
     return (int32_t)(v - v0);
 }
 
-/* The same with packed int4 values from nibble index vi. */
-EF_NOINLINE int32_t ef_spq_s4(const uint8_t* restrict bm, int32_t n, const uint8_t* restrict v, int32_t vi,
-                              const int16_t* restrict xq, int32_t* restrict a) {
-    const int32_t vi0 = vi;
-    int32_t t;
-    EF_QDECL;
-    for (t = 0; t < n; t += 32, xq += 32 * EF_SNPIX, bm += 4) {
-        uint32_t b = ef_bits32(bm, n - t);
-        if (b == 0) {
-            continue;
-        }
-        do {
-            const int16_t* xp = xq + EF_SNPIX * EF_CTZ(b);
-            const int32_t w = ef_nib(v, vi);
-            ++vi;
-            b &= b - 1;
-            EF_QMAC(w, xp);
-        } while (b != 0);
-    }
-    EF_QADD(a);
-    return vi - vi0;
-}
-
-/* Dense row chunk (n values, int8 from w or packed int4 from nibble index vi) . the interleaved pixels xq. */
-EF_NOINLINE void ef_spdq(const void* restrict w, int32_t vi, int is4, int32_t n, const int16_t* restrict xq,
-                         int32_t* restrict a) {
+/* Dense row chunk (n int8 values from w) . the interleaved pixels xq. */
+EF_NOINLINE void ef_spdq(const int8_t* restrict w, int32_t n, const int16_t* restrict xq, int32_t* restrict a) {
     int32_t k;
     EF_QDECL;
-    if (is4) {
-        for (k = 0; k < n; ++k, xq += EF_SNPIX) {
-            const int32_t v = ef_nib((const uint8_t*)w, vi + k);
-            EF_QMAC(v, xq);
-        }
-    } else {
-        const int8_t* restrict w8 = (const int8_t*)w + vi;
-        for (k = 0; k < n; ++k, xq += EF_SNPIX) {
-            const int32_t v = w8[k];
-            EF_QMAC(v, xq);
-        }
+    for (k = 0; k < n; ++k, xq += EF_SNPIX) {
+        const int32_t v = w[k];
+        EF_QMAC(v, xq);
     }
     EF_QADD(a);
+}
+
+/* Number of set bits among the first n of the bitmap at b (its bits past the row's end are 0). */
+static int32_t ef_bits_count(const uint8_t* b, int32_t n) {
+    int32_t t, c = 0;
+    for (t = 0; t < n; t += 32, b += 4) {
+        uint32_t x = ef_bits32(b, n - t);
+        x = x - ((x >> 1) & 0x55555555u);
+        x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+        x = (x + (x >> 4)) & 0x0F0F0F0Fu;
+        c += (int32_t)((x * 0x01010101u) >> 24);
+    }
+    return c;
 }
 
 /* One pixel: *a += bitmap row chunk . x; returns the number of values used. */
@@ -295,10 +278,13 @@ static void ef_dot4p_s8(const int8_t* const* w, const int16_t* restrict x, int32
     *a[3] += s3;
 }
 
-static void ef_sp_tile(ef_sprow* rows, int32_t count, int32_t k0, int32_t n, const uint8_t* vals, int is4,
+/* int4 values: the chunk's values of a row are unpacked to int8 (vb) once per pass and the int8 row kernels used, so
+ * the unpacking is shared by the EF_SNPIX pixels of a pass and stays out of the decode loop. */
+static void ef_sp_tile(ef_sprow* rows, int32_t count, int32_t K, int32_t k0, int32_t n, const uint8_t* vals, int is4,
                        const int16_t* xv, int32_t kc, int quad, int32_t np, int32_t* acc) {
     const int8_t* dw[4]; /* one pixel, int8: pending dense rows, done four at a time */
     int32_t* da[4];
+    int8_t vb[EF_SKC]; /* int4: the values of a row chunk (quad: n <= EF_SKC), or a slice of it */
     int32_t i, q, nd = 0;
     if (quad) {
         for (i = 0; i < count; ++i) {
@@ -307,10 +293,19 @@ static void ef_sp_tile(ef_sprow* rows, int32_t count, int32_t k0, int32_t n, con
                 continue;
             }
             if (r->bits == NULL) {
-                ef_spdq(vals, r->v, is4, n, xv, acc + i);
+                if (is4) {
+                    ef_unpack_s4(vb, vals, r->v, n);
+                    ef_spdq(vb, n, xv, acc + i);
+                } else {
+                    ef_spdq((const int8_t*)vals + r->v, n, xv, acc + i);
+                }
                 r->v += n;
             } else if (is4) {
-                r->v += ef_spq_s4(r->bits + (k0 >> 3), n, vals, r->v, xv, acc + i);
+                const uint8_t* bm = r->bits + (k0 >> 3);
+                const int32_t m = n == K ? r->e : ef_bits_count(bm, n); /* the row's values, or this chunk's */
+                ef_unpack_s4(vb, vals, r->v, m);
+                ef_spq_s8(bm, n, vb, xv, acc + i);
+                r->v += m;
             } else {
                 r->v += ef_spq_s8(r->bits + (k0 >> 3), n, (const int8_t*)vals + r->v, xv, acc + i);
             }
@@ -336,8 +331,15 @@ static void ef_sp_tile(ef_sprow* rows, int32_t count, int32_t k0, int32_t n, con
         for (q = 0; q < np; ++q) {
             int32_t* a = acc + q * EF_SOT + i;
             const int16_t* x = xv + q * kc;
-            if (r->bits == NULL) {
-                *a += is4 ? ef_dot_s4(vals, r->v, x, n) : ef_dot_s8((const int8_t*)vals + r->v, x, n);
+            if (r->bits == NULL && is4) {
+                int32_t s;
+                for (s = 0; s < n; s += EF_SKC) {
+                    const int32_t len = n - s < EF_SKC ? n - s : EF_SKC;
+                    ef_unpack_s4(vb, vals, r->v + s, len);
+                    *a += ef_dot_s8(vb, x + s, len);
+                }
+            } else if (r->bits == NULL) {
+                *a += ef_dot_s8((const int8_t*)vals + r->v, x, n);
             } else if (is4) {
                 used = ef_sp1_s4(r->bits + (k0 >> 3), n, vals, r->v, x, a);
             } else {
@@ -480,7 +482,7 @@ static void ef_sparse_engine(const ef_conv_params* p, const int8_t* in, const ui
                 }
                 ef_tile_init(acc, EF_SOT, npb, count, bias != NULL ? bias + oc0 : NULL);
                 if (single) {
-                    ef_sp_tile(rows, count, 0, K, vals, is4, xv, kc, quad, np, acc);
+                    ef_sp_tile(rows, count, K, 0, K, vals, is4, xv, kc, quad, np, acc);
                 } else {
                     int32_t k0;
                     for (k0 = 0; k0 < K; k0 += kc) {
@@ -490,7 +492,7 @@ static void ef_sparse_engine(const ef_conv_params* p, const int8_t* in, const ui
                         } else {
                             ef_gather(p, px, 1, cbase, k0, k0 + n, xv, kc);
                         }
-                        ef_sp_tile(rows, count, k0, n, vals, is4, xv, kc, quad, np, acc);
+                        ef_sp_tile(rows, count, K, k0, n, vals, is4, xv, kc, quad, np, acc);
                     }
                 }
                 ef_tile_store(p, acc, EF_SOT, np, count, mult + oc0 * mstride, shift + oc0 * mstride, mstride,

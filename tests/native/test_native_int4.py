@@ -8,6 +8,7 @@ The converter cannot emit int4, so int8 models from opgen get their filter rewri
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,3 +100,38 @@ def test_int4_per_channel_fully_connected_is_unsupported() -> None:
     m4, _ = to_int4(base)
     with pytest.raises(UnsupportedOpError, match="FULLY_CONNECTED"):
         lower(read_tflite(m4), m4)
+
+
+@pytest.mark.mlperf
+def test_kws_int4_on_the_emulated_cortex_m4(mlperf: Path, tmp_path: Path) -> None:
+    """KWS with every CONV_2D / DEPTHWISE_CONV_2D filter packed int4, built for the Cortex-M4 (int4 multiplied in
+    place with the DSP extension, 4-channel depthwise blocks) and run on QEMU by the bench: byte-identical with the
+    host build (which equals tflite-micro), and no slower than the int8 model in emulated instructions."""
+    from edgeforge.bench.run import bench_build
+    from edgeforge.build import BuildOptions, build
+    from edgeforge.device.boards import qemu_available
+    from edgeforge.native.toolchain import arm_available
+    from edgeforge.target import load_registry
+
+    if not (qemu_available() and arm_available()):
+        pytest.skip("needs qemu-system-arm and arm-none-eabi-gcc")
+    model = (mlperf / "kws" / "kws_ref_model_int8.tflite").read_bytes()
+    info = read_tflite(model)
+    m4 = model
+    for op in info.ops:
+        if op.op in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            m4, _ = to_int4(m4, op_index=op.index)
+    x = np.random.default_rng(5).integers(-128, 128, (2, 49, 10, 1)).astype(np.int8)
+    np.save(tmp_path / "x.npy", x)
+    instructions: dict[str, int] = {}
+    for name, data in (("int8", model), ("int4", m4)):
+        src = tmp_path / f"kws_{name}.tflite"
+        src.write_bytes(data)
+        out = tmp_path / name
+        build(src, load_registry().get("cortex-m4"), BuildOptions(out_dir=out, runtime="native"))
+        c = (out / "native" / "ef_model.c").read_text()
+        assert ("ef_dwconv2d_s4(" in c and "ef_conv2d_s4(" in c) == (name == "int4")
+        doc = bench_build(out, "qemu-cortex-m4", None, runs=1, warmup=0, input_path=tmp_path / "x.npy", count=2).doc
+        assert doc["outputs"]["byte_identical"], (name, doc["outputs"])
+        instructions[name] = doc["latency"]["instructions_median"]
+    assert instructions["int4"] <= 1.05 * instructions["int8"], instructions

@@ -6,7 +6,9 @@ shapes the property suite does not reach, and under other compile-time tilings, 
   plus a ragged last block, grouped and dilated convs, padding on every side, batches; int8 and packed int4;
 * the same models and the property-suite conv/dw/fc models compiled with -DEF_NPIX / -DEF_KC / -DEF_OT set to the
   scalar-MCU default (one pixel, four filter rows per pass) and to deliberately awkward tiles (chunks of 8 or 16
-  elements, 3 or 5 output channels per tile), so every chunk/tile/remainder path runs;
+  elements, 3 or 5 output channels per tile), so every chunk/tile/remainder path runs; for int4 depthwise
+  -DEF_DW4V / -DEF_DW4K: the MCU's 4-channel blocks, 3-channel blocks (overlapping last blocks), and at most 4
+  taps unpacked (larger kernels read in place);
 * the prepared requantisation (ef_rq_*, used by the kernels in place of ef_mbqm) against the Python model of
   MultiplyByQuantizedMultiplier in both rounding modes.
 """
@@ -36,9 +38,9 @@ PER_KIND = 5
 #: (name, extra C flags); the first is the host default
 TILINGS = [
     ("default", []),
-    ("mcu", ["-DEF_NPIX=1", "-DEF_KC=64", "-DEF_OT=16", "-DEF_DWV=8"]),
-    ("px4-kc16-ot5", ["-DEF_NPIX=4", "-DEF_KC=16", "-DEF_OT=5"]),
-    ("px1-kc8-ot3", ["-DEF_NPIX=1", "-DEF_KC=8", "-DEF_OT=3", "-DEF_DWV=4"]),
+    ("mcu", ["-DEF_NPIX=1", "-DEF_KC=64", "-DEF_OT=16", "-DEF_DWV=8", "-DEF_DW4V=4"]),
+    ("px4-kc16-ot5", ["-DEF_NPIX=4", "-DEF_KC=16", "-DEF_OT=5", "-DEF_DW4V=3"]),
+    ("px1-kc8-ot3", ["-DEF_NPIX=1", "-DEF_KC=8", "-DEF_OT=3", "-DEF_DWV=4", "-DEF_DW4V=4", "-DEF_DW4K=4"]),
 ]
 
 
