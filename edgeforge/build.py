@@ -276,7 +276,8 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
         reporter.warning(warnings[-1])
     outcome, searched = _maybe_search(model_path, prepared, ds, val, target, opts, budget, reporter)
     if (outcome is not None and outcome.result is not None and outcome.result.chosen is None and opts.runtime is None
-            and runtime == "tflm" and "native" in target.runtimes):
+            and runtime == "tflm" and "native" in target.runtimes and outcome.result.closest is not None
+            and "model_flash_bytes" in outcome.result.closest.misses):
         # TFLM's flatbuffer (graph, per-channel scales as floats, int64 zero points) can be most of a small
         # model's flash: the native runtime stores only the weights. The runtime was not pinned, so try it.
         reporter.warning("nothing fits with TFLite Micro; searching again for the native runtime (no flatbuffer "

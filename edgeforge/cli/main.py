@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="override the accuracy budget (0.02 = two top-1 points)")
     b.add_argument("--search", choices=["auto", "always", "never"], default="auto",
                    help="compression search over per-layer int4/int8 and pruning: auto = when the int8 model "
-                        "misses the flash or latency budget (default); writes report.html/report.json")
+                        "misses the flash budget (or, native runtime, the latency budget); writes report.html/.json")
     b.add_argument("--recipe", type=Path, metavar="TOML",
                    help="apply a recipe (e.g. the recipe.toml of an earlier search) instead of searching")
     b.add_argument("--train", type=Path, metavar="DATA",

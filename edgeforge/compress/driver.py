@@ -65,7 +65,9 @@ def wanted(opts: SearchOptions, runtime: str, scheme: str, flash: int, latency_m
         return True
     if opts.mode == "never" or scheme != "int8" or runtime == "litert":
         return False
-    return flash > budget.model_flash_bytes or (latency_ms is not None and latency_ms > budget.latency_ms)
+    # TFLite Micro runs pruned weights dense and int4 slower: per-layer compression cannot buy it latency
+    slow = runtime == "native" and latency_ms is not None and latency_ms > budget.latency_ms
+    return flash > budget.model_flash_bytes or slow
 
 
 def replay(model: bytes, info: ModelInfo, path: Path, screen: Dataset | None, finetune: Any = None) -> Outcome:
