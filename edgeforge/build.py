@@ -4,7 +4,6 @@ budget verdicts -> emit -> write atomically with a manifest. Also ``analyze`` on
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,8 @@ from edgeforge import __version__
 from edgeforge.analyze import Analysis, analyze_model
 from edgeforge.arena import ArenaMeasurement, measure_arena
 from edgeforge.budget import Verdict
-from edgeforge.compress.driver import Outcome, SearchOptions
+from edgeforge.compress import stage
+from edgeforge.compress.driver import SearchOptions
 from edgeforge.data import Dataset, InputQuant, float_view, load_dataset, model_view, synthetic
 from edgeforge.emit import bundle as bundle_emit
 from edgeforge.emit import mcu
@@ -274,7 +274,7 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     elif opts.data is not None:
         warnings.append("no --val data: accuracy is measured on the calibration data")
         reporter.warning(warnings[-1])
-    outcome, searched = _maybe_search(model_path, prepared, ds, val, target, opts, budget, reporter)
+    outcome, searched = stage.maybe_search(model_path, prepared, ds, val, target, opts, budget, reporter)
     if (outcome is not None and outcome.result is not None and outcome.result.chosen is None and opts.runtime is None
             and runtime == "tflm" and "native" in target.runtimes and outcome.result.closest is not None
             and "model_flash_bytes" in outcome.result.closest.misses):
@@ -282,8 +282,8 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
         # model's flash: the native runtime stores only the weights. The runtime was not pinned, so try it.
         reporter.warning("nothing fits with TFLite Micro; searching again for the native runtime (no flatbuffer "
                          "in flash)")
-        retry, again = _maybe_search(model_path, replace(prepared, runtime="native"), ds, val, target, opts, budget,
-                                     reporter)
+        retry, again = stage.maybe_search(model_path, replace(prepared, runtime="native"), ds, val, target, opts,
+                                          budget, reporter)
         if retry is None or retry.result is None or retry.result.chosen is not None:  # None: int8 fits as is
             outcome, searched, runtime = retry, again, "native"
             warnings.append("switched to the native runtime: no TFLite Micro candidate fits the budgets "
@@ -296,7 +296,7 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     native = None
     if runtime == "native":
         reporter.stage("lowering to native C and planning the arena")
-        native = native_stage(prepared.info, prepared.model, target, _base_context(prepared, target),
+        native = native_stage(prepared.info, prepared.model, target, base_context(prepared, target),
                               opts.single_rounding)
         if native.arm is not None and native.arm.link_error:
             warnings.append(f"the native image does not fit {target.id}: {native.arm.link_error}")
@@ -356,147 +356,6 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
                        outcome.summary if outcome is not None else None)
 
 
-def _maybe_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val: Dataset | None, target: Target,
-                  opts: BuildOptions, budget: Budget, reporter: Reporter) -> tuple[Outcome | None, Prepared]:
-    """Run the compression search (or replay ``--recipe``) when the options and budgets call for it;
-    returns the outcome and what the build continues from."""
-    from edgeforge.compress import driver
-    from edgeforge.compress.costs import LatencyEstimator
-
-    runtime = prepared.runtime
-    if runtime == "litert":
-        return _scheme_search(model_path, prepared, ds, val, target, opts, budget, reporter)
-    if prepared.scheme != "int8":
-        if opts.search.recipe is not None or opts.search.mode == "always":
-            raise UsageError(f"the per-layer search works on full-integer int8 models, not {prepared.scheme}",
-                             "build with --quantization int8, or drop --search/--recipe")
-        return None, prepared
-    try:
-        latency = LatencyEstimator(target, runtime, prepared.info).ms({})
-    except Exception:  # no cost model for this target: latency cannot trigger a search
-        latency = None
-    flash = driver.base_flash(prepared.info, prepared.model, runtime)
-    if not driver.wanted(opts.search, runtime, prepared.scheme, flash, latency, budget):
-        return None, prepared
-    if ds is None:  # an int8 source built without data: screen on synthetic inputs
-        ds = Dataset(synthetic(prepared.sample_shape, SYNTHETIC_SAMPLES), None,
-                     f"synthetic: {SYNTHETIC_SAMPLES} samples of normal(0, 1), seed 0")
-    finetune, training = _finetuner(prepared, ds, opts, reporter)
-    if opts.search.recipe is not None:
-        reporter.stage(f"applying recipe {opts.search.recipe}")
-        return driver.replay(prepared.model, prepared.info, opts.search.recipe, ds, finetune), prepared
-    val = val if val is not None else ds
-    if runtime == "native":
-        reporter.stage("planning the int8 model's native image (RAM for the search)")
-        base = native_stage(prepared.info, prepared.model, target, _base_context(prepared, target),
-                            opts.single_rounding)
-        base_ram, ram_exact = base.ram[0], None
-    else:
-        reporter.stage("measuring the TFLite Micro arena of the int8 model")
-        base_ram = measure_arena(prepared.model, prepared.info).emitted
-
-        def ram_exact(model: bytes) -> int:
-            return measure_arena(model, read_tflite(model)).emitted
-    ctx = {"model": {"name": prepared.source.name, "sha256": prepared.source.sha256},
-           "target": {"id": target.id, "name": target.name, "runtime": runtime},
-           "board": opts.search.measure_board}
-    return driver.search(prepared.model, prepared.info, prepared.float_model, ds, val, target, runtime, budget,
-                         base_ram, ram_exact, ctx, reporter, _measurer(target, opts), finetune, training), prepared
-
-
-def _finetuner(prepared: Prepared, ds: Dataset, opts: BuildOptions,
-               reporter: Reporter) -> tuple[Callable[[Any], bytes] | None, str]:
-    """``--train DATA --epochs N``: a function from a recipe to the int8 model fine-tuned for it, with
-    the recipe applied (bias-corrected on the same screening inputs the search uses)."""
-    if opts.search.train is None:
-        return None, "post-training only (no --train data given)"
-    import tempfile
-
-    from edgeforge.compress.apply import apply_recipe
-    from edgeforge.compress.finetune import finetune, finetuned_int8
-    from edgeforge.compress.layers import input_means, weight_layers
-    from edgeforge.compress.recipe import load_space
-    from edgeforge.compress.screen import Screener
-
-    if prepared.source.format not in ("keras", "h5"):
-        raise UsageError(f"--train fine-tunes Keras models; {prepared.source.path.name} is {prepared.source.format}",
-                         "pass the .keras/.h5 model, or build without --train (post-training only)")
-    if opts.search.epochs < 1:
-        raise UsageError("--epochs must be at least 1", "e.g. --epochs 5")
-    train = load_dataset(opts.search.train, prepared.sample_shape, np.dtype(prepared.data_dtype), opts.data_quant)
-    layers = weight_layers(prepared.model, prepared.info)
-    calib = float_view(ds.head(opts.calib_samples))
-    screen = ds.head(load_space().screen_samples)
-
-    def run(recipe: Any) -> bytes:
-        with tempfile.TemporaryDirectory(prefix="edgeforge-finetune-") as tmp:
-            tuned = finetune(prepared.source, layers, recipe, train, opts.search.epochs, Path(tmp))
-            model, tuned_layers = finetuned_int8(tuned, calib, layers)
-        info = read_tflite(model)
-        means = input_means(model, info, tuned_layers, Screener(model, info, None, screen).x)
-        return apply_recipe(model, tuned_layers, recipe, {}, means)
-
-    return run, (f"fine-tuned: {opts.search.epochs} epochs on {len(train)} samples of {train.source} (gradual "
-                 "magnitude pruning, then int4 quantization-aware steps)")
-
-
-def _scheme_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val: Dataset | None, target: Target,
-                   opts: BuildOptions, budget: Budget, reporter: Reporter) -> tuple[Outcome | None, Prepared]:
-    """LiteRT targets: choose among the target's whole-model schemes (int8, float16, dynamic-int8, ...)."""
-    from edgeforge.compress import driver
-
-    if opts.search.recipe is not None or opts.search.measure_board is not None:
-        raise UsageError("--recipe and --measure apply to microcontroller runtimes (tflm, native)",
-                         "for LiteRT targets use --search always to compare the target's quantization schemes")
-    searched = opts.search.mode == "always" or (opts.search.mode == "auto" and opts.quantization is None
-                                                and len(prepared.model) > budget.model_flash_bytes)
-    if not searched:
-        return None, prepared
-    variants: dict[str, Prepared] = {prepared.scheme: prepared}
-    for scheme in target.quantization:
-        if scheme in variants:
-            continue
-        reporter.stage(f"converting to {scheme}")
-        try:
-            variants[scheme], _ = prepare(model_path, target, scheme, prepared.runtime, opts.data, opts.data_quant,
-                                          opts.calib_samples, NullReporter())
-        except ModelError as exc:  # e.g. an int8 source cannot become float16
-            reporter.detail(f"{scheme}: {exc.message}")
-    if val is None:
-        val = Dataset(synthetic(prepared.sample_shape, SYNTHETIC_SAMPLES), None,
-                      f"synthetic: {SYNTHETIC_SAMPLES} samples of normal(0, 1), seed 0")
-    ctx = {"model": {"name": prepared.source.name, "sha256": prepared.source.sha256},
-           "target": {"id": target.id, "name": target.name, "runtime": prepared.runtime}}
-    float_model = next((p.float_model for p in variants.values() if p.float_model is not None), None)
-    outcome = driver.scheme_search([(k, p.model, p.info) for k, p in variants.items()], float_model, val, target,
-                                   budget, ctx, reporter)
-    assert outcome.scheme is not None
-    return outcome, variants[outcome.scheme]
-
-
-def _measurer(target: Target, opts: BuildOptions) -> Callable[[bytes], float] | None:
-    """``build --measure --board``: a candidate is built (native, no search) and benchmarked on the board."""
-    board = opts.search.measure_board
-    if board is None:
-        return None
-    if (opts.runtime or target.runtime) != "native":
-        raise UsageError("--measure benchmarks native builds", "add --runtime native")
-    import tempfile
-
-    from edgeforge.compress.measure import measure_latency_ms
-
-    def measure(model: bytes) -> float:
-        with tempfile.TemporaryDirectory(prefix="edgeforge-measure-") as tmp:
-            src = Path(tmp) / "candidate.tflite"
-            src.write_bytes(model)
-            sub = replace(opts, out_dir=Path(tmp) / "build", data=None, val=None, search=SearchOptions("never"),
-                          budget=None)
-            build(src, target, sub)
-            return measure_latency_ms(Path(tmp) / "build", board, opts.search.measure_port)
-
-    return measure
-
-
 def native_model_flash(native: NativeResult, info: ModelInfo) -> tuple[int, str]:
     """The model's weights as the native runtime stores them: filters (sparse where smaller) and the
     other constant tensors (biases). The requantization tables and kernel code are in the linked image,
@@ -542,7 +401,7 @@ def evaluate_native(prepared: Prepared, native: NativeResult | None, val: Datase
     return score(real, prepared.float_model, val, "native (generated C on the host)")
 
 
-def _base_context(prepared: Prepared, target: Target) -> dict[str, Any]:
+def base_context(prepared: Prepared, target: Target) -> dict[str, Any]:
     return {"version": __version__, "target_id": target.id, "model_name": prepared.source.name,
             "model_sha256": sha256(prepared.model)}
 
