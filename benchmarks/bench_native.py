@@ -98,21 +98,10 @@ def bench_one(name: str, rel: str, runs: int, qemu: bool) -> dict[str, float | i
 
 def prune_magnitude(model: bytes, fraction: float) -> bytes:
     """Every CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED int8 filter with its ``fraction`` smallest-magnitude
-    values set to 0 (unstructured magnitude pruning, per tensor)."""
-    from edgeforge.model.rewrite import pack, unpack
+    weights set to 0 (unstructured magnitude pruning per layer, as the compression search prunes)."""
+    from edgeforge.compress.apply import prune_all
 
-    m = unpack(model)
-    sg = m.subgraphs[0]
-    weight_ops = {3, 4, 9}  # CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED
-    for op in sg.operators:
-        code = m.operatorCodes[op.opcodeIndex]
-        if max(code.builtinCode, code.deprecatedBuiltinCode) not in weight_ops:
-            continue
-        buf = m.buffers[sg.tensors[op.inputs[1]].buffer]
-        w = np.asarray(buf.data, dtype=np.uint8).view(np.int8).copy()
-        w[np.argsort(np.abs(w.astype(np.int16)), kind="stable")[: int(fraction * w.size)]] = 0
-        buf.data = w.view(np.uint8)
-    return pack(m)
+    return prune_all(model, fraction)
 
 
 def bench_sparse(fraction: float, runs: int, qemu: bool) -> dict[str, float | int | str | None]:

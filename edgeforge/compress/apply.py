@@ -123,6 +123,16 @@ def apply_recipe(model: bytes, layers: list[WeightLayer], recipe: Recipe,
     return pack(tree)
 
 
+def prune_all(model: bytes, sparsity: float) -> bytes:
+    """Every weight layer of ``model`` magnitude-pruned to ``sparsity`` (unstructured, int8 kept): the
+    uniform recipe benchmarks and tests use."""
+    from edgeforge.compress.layers import weight_layers
+    from edgeforge.model.tflite import read_tflite
+
+    layers = weight_layers(model, read_tflite(model))
+    return apply_recipe(model, layers, Recipe.of("pruned", {la.op_index: LayerChoice(8, sparsity) for la in layers}))
+
+
 def _fresh_buffer(tree: Any, tensor: Any) -> Any:
     """The tensor's buffer, copied first when another tensor shares it (so only this layer changes)."""
     users = sum(1 for t in tree.subgraphs[0].tensors if t.buffer == tensor.buffer)

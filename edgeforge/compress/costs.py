@@ -10,10 +10,7 @@ from typing import Any
 from edgeforge.compress.apply import Compressed
 from edgeforge.compress.layers import WeightLayer
 from edgeforge.model.tflite import ModelInfo
-
-
-def dense_bytes(count: int, bits: int) -> int:
-    return (count * bits + 7) // 8
+from edgeforge.native.sparse import dense_bytes
 
 
 @dataclass(frozen=True)
@@ -51,7 +48,7 @@ class FlashModel:
         values, bits = (layer.values, 8) if comp is None else (comp.values, comp.bits)
         int8 = dense_bytes(values.size, 8)
         if self.runtime == "native":
-            from edgeforge.native.sparse import weight_storage
+            from edgeforge.native.sparse import weight_storage  # the emitter's own rule
 
             ws = weight_storage(values, bits, layer.op)
             return Storage(ws.stored_bytes, ws.dense_bytes, int8, ws.format)

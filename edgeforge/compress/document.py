@@ -37,7 +37,7 @@ def candidate_json(c: Candidate, layers: list[WeightLayer], names: Mapping[int, 
         "fits": not c.misses, "misses": sorted(c.misses), "excess": dict(sorted(c.misses.items())),
         "pareto": False, "saved": cost["saved"],
         "storage": {str(op): s.format for op, s in sorted(c.storage.items())},
-        "summary": c.recipe.summary(names),
+        "summary": c.recipe.name if c.kind == "scheme" else c.recipe.summary(names),
     }
 
 

@@ -109,17 +109,23 @@ def search(model: bytes, info: ModelInfo, float_model: tuple[bytes, ModelInfo] |
                           training)
     files = {"report.html": render_html(doc), "report.json": render_json(doc), "recipe.toml":
              pick.recipe.to_toml().encode()}
-    summary = {"chosen": doc["chosen"], "closest": doc["closest"], "binding": doc["binding"],
-               "candidates": len(result.candidates), "recipe": pick.recipe.name,
-               "layers": pick.recipe.summary(layer_names(layers)), "flash_bytes": pick.cost.flash_bytes,
-               "saved": pick.cost.to_json()["saved"], "report": "report.html",
-               "table": [{k: r[k] for k in ("id", "name", "summary", "flash_bytes", "ram_bytes", "latency_ms",
-                                            "accuracy", "sqnr_db", "evaluated", "fits", "misses", "pareto", "saved")}
-                         for r in doc["candidates"]]}
+    summary = _summary(doc, pick, pick.recipe.summary(layer_names(layers)))
     if measure is not None:
         summary["measured_on"] = report_ctx.get("board")
     return Outcome(pick.model, read_tflite(pick.model, "the compressed model"), pick.recipe, pick.accuracy, result,
                    pick.measured_ms, files, summary)
+
+
+_TABLE_KEYS = ("id", "name", "summary", "flash_bytes", "ram_bytes", "latency_ms", "accuracy", "sqnr_db", "evaluated",
+               "fits", "misses", "pareto", "saved")
+
+
+def _summary(doc: dict[str, Any], pick: Candidate, layers: str) -> dict[str, Any]:
+    """What the manifest and the CLI show of a search: the choice and a compact table of every candidate."""
+    return {"chosen": doc["chosen"], "closest": doc["closest"], "binding": doc["binding"],
+            "candidates": len(doc["candidates"]), "recipe": pick.recipe.name, "layers": layers,
+            "flash_bytes": pick.cost.flash_bytes, "saved": pick.cost.to_json()["saved"], "report": "report.html",
+            "table": [{k: r[k] for k in _TABLE_KEYS} for r in doc["candidates"]]}
 
 
 def scheme_search(variants: list[tuple[str, bytes, ModelInfo]], float_model: tuple[bytes, ModelInfo] | None,
@@ -162,14 +168,6 @@ def scheme_search(variants: list[tuple[str, bytes, ModelInfo]], float_model: tup
     doc = search_document(result, [], budget, report_ctx["model"], report_ctx["target"],
                           f"LiteRT on {len(val)} samples of {val.source}", "post-training only (no --train data given)")
     files = {"report.html": render_html(doc), "report.json": render_json(doc)}
-    summary = {"chosen": doc["chosen"], "closest": doc["closest"], "binding": doc["binding"],
-               "candidates": len(cands), "recipe": pick.recipe.name, "layers": f"whole model {pick.recipe.name}",
-               "scheme": pick.recipe.name, "flash_bytes": pick.cost.flash_bytes,
-               "saved": {"int4_bytes": 0, "sparsity_bytes": 0}, "report": "report.html",
-               "table": [{k: r[k] for k in ("id", "name", "summary", "flash_bytes", "ram_bytes", "latency_ms",
-                                            "accuracy", "sqnr_db", "evaluated", "fits", "misses", "pareto", "saved")}
-                         for r in doc["candidates"]]}
-    for row in summary["table"]:
-        row["summary"] = row["name"]
+    summary = {**_summary(doc, pick, f"whole model {pick.recipe.name}"), "scheme": pick.recipe.name}
     return Outcome(pick.model, read_tflite(pick.model), pick.recipe, pick.accuracy, result, None, files, summary,
                    scheme=pick.recipe.name)

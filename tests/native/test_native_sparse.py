@@ -23,7 +23,7 @@ from fbedit import set_int4_values, set_int8_values, to_int4
 from harness import Program, random_inputs, tflm_run_many
 from opgen import make_model
 
-from edgeforge.model.rewrite import pack, unpack
+from edgeforge.compress.apply import prune_all
 from edgeforge.model.tflite import constant_data, read_tflite
 from edgeforge.native import sparse
 from edgeforge.native.emit import native_files, prepare_native
@@ -365,18 +365,8 @@ def test_encoding_layout() -> None:
 
 
 def prune_model(model: bytes, fraction: float) -> bytes:
-    """Every int8 CONV_2D / DEPTHWISE_CONV_2D / FC filter with its ``fraction`` smallest magnitudes set to 0."""
-    m = unpack(model)
-    sg = m.subgraphs[0]
-    for op in sg.operators:
-        code = m.operatorCodes[op.opcodeIndex]
-        if max(code.builtinCode, code.deprecatedBuiltinCode) not in (3, 4, 9):
-            continue
-        buf = m.buffers[sg.tensors[op.inputs[1]].buffer]
-        w = np.asarray(buf.data, dtype=np.uint8).view(np.int8).copy()
-        w[np.argsort(np.abs(w.astype(np.int16)), kind="stable")[: int(fraction * w.size)]] = 0
-        buf.data = w.view(np.uint8)
-    return pack(m)
+    """Every CONV_2D / DEPTHWISE_CONV_2D / FC filter with its ``fraction`` smallest magnitudes set to 0."""
+    return prune_all(model, fraction)
 
 
 def _native_outputs(native: Any, info: Any, tmp: Path, batches: list[list[np.ndarray]]) -> list[bytes]:
