@@ -10,7 +10,9 @@ user can change one budget without copying the whole profile.
 from __future__ import annotations
 
 import copy
+import math
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,6 +26,8 @@ from edgeforge.resources import data_dir
 from edgeforge.target.schema import TARGET_SCHEMA, Target, target_from_data
 
 ENV_PATH = "EDGEFORGE_TARGETS_PATH"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_EXTENDS_DEPTH = 32  # bases and overrides nest a few levels; more is a mistake (or an attack on the loader)
 PROJECT_DIR = Path(".edgeforge") / "targets"
 
 
@@ -64,7 +68,7 @@ def deep_merge(base: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, A
 def _read(path: Path, key: str | None = None) -> _Raw:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
         raise TargetError(f"cannot read target profile {path}: {exc}", "fix the TOML syntax of that file") from None
     if key is None:
         if data.get("abstract"):
@@ -96,30 +100,66 @@ class TargetRegistry:
     def ids(self) -> list[str]:
         return sorted(k for k, layers in self._layers.items() if not layers[-1].data.get("abstract"))
 
-    def _merged(self, key: str, level: int | None = None, chain: tuple[str, ...] = ()) -> dict[str, Any]:
-        layers = self._layers.get(key)
-        if not layers:
-            raise TargetError(f"profile {chain[-1] if chain else key!r} extends unknown profile {key!r}",
-                              "check the 'extends' field; bases live under targets/_base/")
-        level = len(layers) - 1 if level is None else level
-        raw = layers[level]
-        marker = f"{key}@{level}"
-        if marker in chain:
-            raise TargetError(f"target profile {raw.path}: 'extends' forms a cycle ({' -> '.join(chain)})",
-                              "break the cycle in the 'extends' fields")
-        parent_key = raw.data.get("extends")
-        data = {k: v for k, v in raw.data.items() if k != "extends"}
-        if parent_key is None:
-            return data
-        if parent_key == key:
-            if level == 0:
-                raise TargetError(f"target profile {raw.path} extends itself but nothing earlier defines {key!r}",
-                                  "extend another profile, or remove 'extends'")
-            parent = self._merged(key, level - 1, chain + (marker,))
-        else:
-            parent = self._merged(parent_key, None, chain + (marker,))
-        parent.pop("abstract", None)
-        return deep_merge(parent, data)
+    def _chain(self, key: str) -> list[_Raw]:
+        """The layers a profile is merged from, the profile itself first and its root base last.
+
+        Iterative and bounded: a chain longer than MAX_EXTENDS_DEPTH is an error, not a RecursionError."""
+        chain: list[_Raw] = []
+        markers: list[str] = []
+        level: int | None = None
+        name = key
+        while True:
+            layers = self._layers.get(name)
+            if not layers:
+                raise TargetError(f"target profile {chain[-1].path} extends unknown profile {name!r}",
+                                  "check the 'extends' field; bases live under targets/_base/")
+            level = len(layers) - 1 if level is None else level
+            raw = layers[level]
+            marker = f"{name}@{level}"
+            if marker in markers:
+                raise TargetError(f"target profile {raw.path}: 'extends' forms a cycle ({' -> '.join(markers)})",
+                                  "break the cycle in the 'extends' fields")
+            if len(chain) >= MAX_EXTENDS_DEPTH:
+                raise TargetError(f"target profile {chain[0].path}: its 'extends' chain is deeper than "
+                                  f"{MAX_EXTENDS_DEPTH} profiles", "extend a bundled profile or base directly")
+            markers.append(marker)
+            chain.append(raw)
+            parent = raw.data.get("extends")
+            if parent is None:
+                return chain
+            if not isinstance(parent, str):
+                raise TargetError(f"invalid target profile {raw.path}: extends: must be a profile id (a string)",
+                                  "e.g. extends = \"_base/mcu\"")
+            if parent == name:
+                if level == 0:
+                    raise TargetError(f"target profile {raw.path} extends itself but nothing earlier defines "
+                                      f"{name!r}", "extend another profile, or remove 'extends'")
+                level -= 1  # an override: the earlier definition of the same id
+            else:
+                name, level = parent, None
+
+    def _merged(self, key: str) -> dict[str, Any]:
+        """Each layer of the chain deep-merged over its parent, root first."""
+        data: dict[str, Any] = {}
+        for raw in reversed(self._chain(key)):
+            parent = {k: v for k, v in data.items() if k not in ("abstract", "aliases")}
+            data = deep_merge(parent, {k: v for k, v in raw.data.items() if k not in ("extends", "aliases")})
+        aliases = self._own_aliases(key)
+        if aliases is not None:
+            data["aliases"] = copy.deepcopy(aliases)
+        return data
+
+    def _own_aliases(self, key: str) -> Any:
+        """A profile's aliases: from its own file, or from the definition of the same id it overrides
+        (``extends = <its own id>``, what ``edgeforge calibrate`` writes). A new id extending another profile
+        does not inherit that profile's aliases: two targets would claim the same names."""
+        layers = self._layers.get(key, [])
+        for raw in reversed(layers):
+            if "aliases" in raw.data:
+                return raw.data["aliases"]
+            if raw.data.get("extends") != key:
+                return None
+        return None
 
     def get(self, name: str) -> Target:
         """The profile with id or alias ``name``; TargetError (exit 2) if none."""
@@ -144,21 +184,47 @@ class TargetRegistry:
     def aliases(self) -> dict[str, str]:
         table: dict[str, str] = {}
         for key in self.ids:
-            for alias in self._layers[key][-1].data.get("aliases", []) or []:
-                table[alias] = key
+            aliases = self._own_aliases(key)
+            for alias in aliases if isinstance(aliases, list) else []:
+                if isinstance(alias, str):
+                    table.setdefault(alias, key)
         return table
 
     def _validated(self, key: str) -> Target:
-        raw = self._layers[key][-1]
         data = self._merged(key)
         data.pop("abstract", None)
+        bad = _unsafe_value(data)
+        if bad is not None:
+            where, why = bad
+            raise TargetError(f"invalid target profile {self._origin(key, where)}: {_dotted(where)}: {why}",
+                              "profile values may not hold control characters (a new line would start a new "
+                              "line in a generated file) or nan/inf")
         errors = sorted(jsonschema.Draft202012Validator(TARGET_SCHEMA).iter_errors(data), key=lambda e: list(e.path))
         if errors:
             err = errors[0]
-            where = ".".join(str(p) for p in err.path) or "(top level)"
-            raise TargetError(f"invalid target profile {raw.path}: {where}: {err.message}",
+            where = tuple(err.path)
+            message = err.message
+            if err.validator == "pattern" and "x-grammar" in err.schema:
+                message = f"{err.instance!r} is not {err.schema['x-grammar']}"
+            raise TargetError(f"invalid target profile {self._origin(key, where)}: {_dotted(where)}: {message}",
                               "see the schema in edgeforge/target/schema.py and the bundled profiles under targets/")
-        return target_from_data(data, str(raw.path))
+        return target_from_data(data, str(self._layers[key][-1].path))
+
+    def _origin(self, key: str, where: tuple[Any, ...]) -> Path:
+        """The file of ``key``'s extends chain that sets the field at ``where`` (else the profile's own file)."""
+        chain = self._chain(key)
+        for raw in chain:
+            node: Any = raw.data
+            for part in where:
+                if isinstance(node, dict) and part in node:
+                    node = node[part]
+                elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                    node = node[part]
+                else:
+                    break
+            else:
+                return raw.path
+        return chain[0].path
 
     def all(self) -> list[Target]:
         """Every concrete profile, validated; also checks ids and aliases are unambiguous."""
@@ -171,6 +237,28 @@ class TargetRegistry:
                                       "give each target unique aliases")
                 owner[name] = t.id
         return targets
+
+
+def _dotted(where: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in where) or "(top level)"
+
+
+def _unsafe_value(data: Any) -> tuple[tuple[Any, ...], str] | None:
+    """The first string with a control character or number that is not finite, and why; None if none."""
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), data)]
+    while stack:
+        where, node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(((*where, k), v) for k, v in reversed(list(node.items())))
+            if any(isinstance(k, str) and _CONTROL.search(k) for k in node):
+                return where, "a key holds a control character"
+        elif isinstance(node, list):
+            stack.extend(((*where, i), v) for i, v in reversed(list(enumerate(node))))
+        elif isinstance(node, str) and _CONTROL.search(node):
+            return where, f"{node!r} holds a control character"
+        elif isinstance(node, float) and not math.isfinite(node):
+            return where, f"{node} is not a finite number"
+    return None
 
 
 def load_registry(extra_dirs: Iterable[Path] = (), cwd: Path | None = None) -> TargetRegistry:

@@ -16,6 +16,41 @@ FLASH_TOOLS = ("platformio", "esptool", "picotool", "openocd", "adb", "scp", "no
 _POS_INT = {"type": "integer", "minimum": 1}
 _POS_NUM = {"type": "number", "exclusiveMinimum": 0}
 
+# Safe grammars for every value that reaches a compiler, ``make``, ``ssh`` or an INI file. Profiles auto-load
+# from the working directory (.edgeforge/targets/), so a profile is untrusted input: no value may smuggle an
+# option (``-wrapper``, ``-B``, ``-specs``, ``@file``, ``-fplugin``, ``-Wl,``) or a new line into what edgeforge
+# generates. The loader also rejects control characters and non-finite numbers anywhere in a profile.
+# "x-grammar" is the human wording of a pattern, used in the error message.
+
+#: compiler flags: -O*, -m<option>[=value], -f<option>[=value] (not plugins, profiling or dumps, which load or
+#: write files), -D<identifier>[=value], -U<identifier>, -W<warning> (not -Wl/-Wa/-Wp, which pass options on),
+#: -std=, -g*, -pipe
+COMPILER_FLAG = {
+    "type": "string",
+    "pattern": r"^(-O[0-3sgz]?|-Ofast|-m[a-z0-9][a-z0-9_.+-]*(=[A-Za-z0-9_.+,-]+)?"
+               r"|-f(?!plugin|profile|dump|debug-prefix|file-prefix|macro-prefix)[a-z0-9][a-z0-9_.+-]*(=[A-Za-z0-9_.+,-]+)?"
+               r"|-D[A-Za-z_][A-Za-z0-9_]*(=[A-Za-z0-9_.+-]*)?|-U[A-Za-z_][A-Za-z0-9_]*"
+               r"|-W(?![lap],)(no-)?[a-z0-9][a-z0-9_=-]*|-std=[a-z0-9+]+|-g[a-z0-9]*|-pipe)$",
+    "x-grammar": "an allowed compiler flag (-O*, -m*, -f* except plugins/profiling/dumps, -D<identifier>[=value], "
+                 "-U<identifier>, -W<warning> except -Wl,/-Wa,/-Wp,, -std=, -g*)",
+}
+#: a PlatformIO word (platform, board, framework): a name, name@version or a URL, nothing INI or shell would split
+PIO_WORD = {"type": "string", "minLength": 1, "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.@/:#~+=^-]*$",
+            "x-grammar": "a PlatformIO name, name@version or URL (letters, digits and _ . @ / : # ~ + = ^ -)"}
+#: a PlatformIO library: owner/name[@version] or an http(s)/git URL (PlatformIO builds its code: name it exactly)
+PIO_LIB = {"type": "string",
+           "pattern": r"^([A-Za-z0-9_][A-Za-z0-9_.-]*/)?[A-Za-z0-9_][A-Za-z0-9_.-]*( ?@ ?[A-Za-z0-9_.^~<>=*+-]+)?$"
+                      r"|^(https|git\+https)://[A-Za-z0-9_.-]+(/[A-Za-z0-9_.~-]+)+(#[A-Za-z0-9_.-]+)?$",
+           "x-grammar": "owner/name[@version] or an https:// URL"}
+_SIMPLE = {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+           "x-grammar": "a plain name (letters, digits, _ . -)"}
+#: a remote folder for ssh/scp/adb: no option, no shell metacharacter, no space
+REMOTE_DIR = {"type": "string", "pattern": r"^[A-Za-z0-9_./][A-Za-z0-9_./-]*$",
+              "x-grammar": "a path of letters, digits and _ . / - that does not start with -"}
+#: free text that ends up in comments of generated files: no comment terminators
+_TEXT = {"type": "string", "pattern": r"^((?!\*/)[^<>`$\\])*$",
+         "x-grammar": "text without */, <, >, `, $ or backslashes"}
+
 
 def _enum_list(values: tuple[str, ...]) -> dict[str, Any]:
     return {"type": "array", "items": {"enum": list(values)}, "minItems": 1, "uniqueItems": True}
@@ -56,7 +91,7 @@ _PERF_OPS = _strict(
 TARGET_SCHEMA: dict[str, Any] = _strict(
     {
         "id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]*$"},
-        "name": {"type": "string"},
+        "name": {**_TEXT, "minLength": 1},
         "description": {"type": "string"},
         "extends": {"type": "string"},
         "abstract": {"const": False},
@@ -67,10 +102,11 @@ TARGET_SCHEMA: dict[str, Any] = _strict(
         "emit": _enum_list(EMITTERS),
         "hardware": _strict(
             {
-                "arch": {"type": "string"},
-                "cpu": {"type": "string"},
+                "arch": _SIMPLE,
+                "cpu": _TEXT,
                 "cores": _POS_INT,
-                "clock_mhz": _POS_NUM,
+                # 1 kHz .. 100 GHz: a clock outside that is a typo (and 5e-324 would overflow every latency)
+                "clock_mhz": {"type": "number", "minimum": 0.001, "maximum": 100000},
                 "flash_bytes": _POS_INT,
                 "ram_bytes": _POS_INT,
                 "features": _strict(
@@ -84,14 +120,14 @@ TARGET_SCHEMA: dict[str, Any] = _strict(
             {
                 "model_flash_bytes": _POS_INT,
                 "model_ram_bytes": _POS_INT,
-                "latency_ms": _POS_NUM,
+                "latency_ms": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e9},
                 "max_accuracy_drop": {"type": "number", "minimum": 0, "maximum": 1},
             },
             ["model_flash_bytes", "model_ram_bytes", "latency_ms", "max_accuracy_drop"],
         ),
         "perf": _strict(
             {
-                "cycles_per_mac": _POS_NUM,
+                "cycles_per_mac": {"type": "number", "minimum": 1e-6, "maximum": 1e9},
                 "source": {"type": "string"},
                 # optional per-runtime latency cost tables (edgeforge/compress/cost.py); a runtime without one
                 # falls back to cycles_per_mac
@@ -103,30 +139,32 @@ TARGET_SCHEMA: dict[str, Any] = _strict(
         "platformio": _strict(
             {
                 "env": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
-                "platform": {"type": "string", "minLength": 1},
-                "board": {"type": "string", "minLength": 1},
-                "framework": {"type": "string", "minLength": 1},
-                "lib_deps": {"type": "array", "items": {"type": "string"}},
-                "build_flags": {"type": "array", "items": {"type": "string"}},
+                "platform": PIO_WORD,
+                "board": PIO_WORD,
+                "framework": PIO_WORD,
+                "lib_deps": {"type": "array", "items": PIO_LIB},
+                "build_flags": {"type": "array", "items": COMPILER_FLAG},
                 "monitor_speed": _POS_INT,
-                "tflm_header": {"type": "string"},
-                "upload_protocol": {"type": "string"},
-                "monitor_filters": {"type": "array", "items": {"type": "string"}},
-                "board_build_partitions": {"type": "string"},
+                "tflm_header": {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.h$",
+                                "x-grammar": "a header file name (letters, digits, _ . / -, ending in .h)"},
+                "upload_protocol": _SIMPLE,
+                "monitor_filters": {"type": "array", "items": _SIMPLE},
+                "board_build_partitions": _SIMPLE,
             },
             ["env", "platform", "board", "framework", "lib_deps", "monitor_speed", "tflm_header"],
         ),
         "toolchain": _strict(
             {
-                "cross": {"type": "string", "pattern": "^[a-z0-9_-]+$"},
-                "cflags": {"type": "array", "items": {"type": "string"}},
+                "cross": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$",
+                          "x-grammar": "a cross-compiler prefix such as arm-none-eabi"},
+                "cflags": {"type": "array", "items": COMPILER_FLAG},
                 "flash_origin": {"type": "integer", "minimum": 0},
                 "ram_origin": {"type": "integer", "minimum": 0},
             },
             ["cross", "cflags", "flash_origin", "ram_origin"],
         ),
         "flash": _strict(
-            {"tool": {"enum": list(FLASH_TOOLS)}, "remote_dir": {"type": "string"}},
+            {"tool": {"enum": list(FLASH_TOOLS)}, "remote_dir": REMOTE_DIR},
             ["tool"],
         ),
         "serial": _strict(
