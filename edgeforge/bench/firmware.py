@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from edgeforge.device.transport import DeviceError
@@ -21,6 +24,15 @@ def _mlperf_name(manifest: dict) -> str:
     return known.get(tuple(shape), "unknown")
 
 
+_PLAIN_PATH = re.compile(r"^[A-Za-z0-9_./+-]+$")
+
+
+def _plain_tmp() -> str:
+    """A temporary folder whose path make can take as is ($TMPDIR unless it holds spaces or $)."""
+    tmp = tempfile.gettempdir()
+    return tmp if _PLAIN_PATH.match(tmp) else "/tmp"
+
+
 def build_image(build_dir: Path, board: str, manifest: dict, target_hw: dict) -> Path:
     """Compile the bench firmware for ``board`` into ``build_dir/firmware/``; returns the image path."""
     native = build_dir / "native"
@@ -35,15 +47,22 @@ def build_image(build_dir: Path, board: str, manifest: dict, target_hw: dict) ->
     out.mkdir(exist_ok=True)
     src = data_dir("firmware") / "bench"
     goal = "host" if board == "host-sim" else "qemu"
-    cmd = ["make", "-s", "-C", str(src), goal, f"NATIVE={native.resolve()}", f"OUT={out.resolve()}",
-           f"FLASH_BYTES={target_hw['flash_bytes']}", f"RAM_BYTES={target_hw['ram_bytes']}",
-           f"MODEL_NAME={_mlperf_name(manifest)}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # make has no quoting: a space splits a path, "$(shell ...)" in a variable's value runs (command-line and
+    # environment variables alike). So make never sees the user's paths: it runs in a scratch folder whose own
+    # path is plain, through symlinks to the firmware sources, the build's native/ and the output folder.
+    with tempfile.TemporaryDirectory(prefix="edgeforge-fw-", dir=_plain_tmp()) as tmp:
+        stage = Path(tmp)
+        for name, path in (("bench", src), ("native", native), ("out", out)):
+            (stage / name).symlink_to(path.resolve(), target_is_directory=True)
+        cmd = ["make", "-s", "-f", str(stage / "bench" / "Makefile"), goal, f"NATIVE={stage / 'native'}",
+               f"OUT={stage / 'out'}", f"FLASH_BYTES={int(target_hw['flash_bytes'])}",
+               f"RAM_BYTES={int(target_hw['ram_bytes'])}", f"MODEL_NAME={_mlperf_name(manifest)}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=stage)
     image = out / IMAGES[board]
     if proc.returncode != 0 or not image.is_file():
         tail = (proc.stderr or proc.stdout).strip()[-400:]
         if "overflowed" in tail:
             raise DeviceError(f"the bench firmware does not fit the board's memory: {tail.splitlines()[-1]}",
                               "the model is too large for this part; see `edgeforge analyze`")
-        raise DeviceError(f"building the bench firmware failed: {tail}", "run with -v; command: " + " ".join(cmd))
+        raise DeviceError(f"building the bench firmware failed: {tail}", "run with -v; command: " + shlex.join(cmd))
     return image

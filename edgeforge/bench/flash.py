@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeforge.bench.firmware import build_image
-from edgeforge.device.boards import BOARDS
+from edgeforge.device.boards import BOARDS, ssh_command, ssh_destination
 from edgeforge.device.transport import DeviceError
 from edgeforge.errors import ToolMissingError, UsageError
 from edgeforge.run import read_build
@@ -27,19 +27,26 @@ INSTALL = {
 
 
 def _commands(build_dir: Path, tool: str, port: str | None, target: Any) -> list[list[str]]:
+    """argv lists, never shell text. Local paths are absolute (a folder named "-x" or "a:b" is neither an option
+    nor, for scp, a remote host); ports and hosts that start with "-" are refused; "--" ends each tool's options
+    where the tool accepts it. remote_dir follows the profile schema's path grammar."""
     remote = target.data["flash"].get("remote_dir", "edgeforge")
+    build_dir = build_dir.resolve()
     if tool in ("platformio", "esptool", "picotool", "openocd"):
         # PlatformIO drives each board's own uploader (esptool, picotool, ST-LINK/OpenOCD) from platformio.ini
         cmd = ["pio", "run", "-d", str(build_dir / "platformio"), "-t", "upload"]
-        return [cmd + (["--upload-port", port] if port else [])]
+        if port is not None and (not port or port.startswith("-") or any(ord(ch) < 32 for ch in port)):
+            raise UsageError(f"--port {port!r} is not a serial port", "e.g. --port /dev/ttyACM0")
+        return [cmd + ([f"--upload-port={port}"] if port else [])]
     if tool == "adb":
         return [["adb", "push", str(build_dir / "bundle"), remote]]
     if tool == "scp":
         if not port:
             raise UsageError("flashing a Raspberry Pi needs --port user@host", "e.g. --port ssh://pi@raspberrypi.local")
-        host = port[len("ssh://"):] if port.startswith("ssh://") else port
+        host = ssh_destination(port)
         files = [str(p) for p in sorted((build_dir / "bundle").iterdir())]
-        return [["ssh", "-o", "BatchMode=yes", host, "mkdir", "-p", remote], ["scp", *files, f"{host}:{remote}/"]]
+        return [ssh_command(port, "mkdir", "-p", "--", remote),
+                ["scp", "-o", "BatchMode=yes", "--", *files, f"{host}:{remote}/"]]
     raise UsageError(f"target {target.id} names no flash tool", "copy the artifacts by hand")
 
 

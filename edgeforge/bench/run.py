@@ -17,7 +17,7 @@ from edgeforge.bench.firmware import IMAGES, build_image
 from edgeforge.bench.protocol import CHUNK, DutClient
 from edgeforge.bench.session import BenchReport, run_session
 from edgeforge.data import load_dataset, model_view
-from edgeforge.device.boards import BOARDS, RunningBoard, host_sim, process_board, qemu_cortex_m4
+from edgeforge.device.boards import BOARDS, RunningBoard, host_sim, process_board, qemu_cortex_m4, ssh_command
 from edgeforge.device.transport import DeviceError, SerialTransport
 from edgeforge.errors import UsageError
 from edgeforge.events import NullReporter, Reporter
@@ -40,7 +40,7 @@ def open_board(build_dir: Path, board: str | None, port: str | None, manifest: d
         return
     if port and port.startswith("ssh://"):
         remote = manifest.get("_remote_dir", "edgeforge")
-        cmd = ["ssh", "-o", "BatchMode=yes", port[len("ssh://"):], "python3", f"{remote}/run_model.py", "--serve"]
+        cmd = ssh_command(port, "python3", f"{remote}/run_model.py", "--serve")
         with process_board(cmd, f"{port} (bundle runner over ssh)") as running:
             yield running
         return

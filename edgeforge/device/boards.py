@@ -12,6 +12,7 @@ the one used for real boards:
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import socket
 import subprocess
@@ -22,10 +23,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeforge.device.transport import DeviceError
-from edgeforge.errors import ToolMissingError
+from edgeforge.errors import ToolMissingError, UsageError
 
 BOARDS = ("host-sim", "qemu-cortex-m4", "pi-local")
 INSTALL_QEMU = "apt-get install -y qemu-system-arm"
+
+
+# [user@]host: a user name and a host name or IPv4/[IPv6] address; neither may start with "-", which ssh and scp
+# would take as an option (ssh://-oProxyCommand=... runs a command on this machine)
+_SSH_DESTINATION = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]*@)?(?:[A-Za-z0-9_][A-Za-z0-9_.-]*|\[[0-9A-Fa-f:.]+\])$")
+
+
+def ssh_destination(port: str) -> str:
+    """The ``[user@]host`` of ``ssh://[user@]host`` (or a bare ``[user@]host``); UsageError for anything else."""
+    host = port[len("ssh://"):] if port.startswith("ssh://") else port
+    if not _SSH_DESTINATION.match(host):
+        raise UsageError(f"--port {port!r} is not ssh://[user@]host",
+                         "user and host are names or addresses that do not start with '-', e.g. ssh://pi@raspberrypi.local")
+    return host
+
+
+def ssh_command(port: str, *remote: str) -> list[str]:
+    """argv running ``remote`` on the host of ``port``: ``--`` ends ssh's options before the destination."""
+    return ["ssh", "-o", "BatchMode=yes", "--", ssh_destination(port), *remote]
 
 
 @dataclass(frozen=True)

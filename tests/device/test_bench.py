@@ -68,8 +68,8 @@ def test_bench_needs_a_native_build_for_emulated_boards(cli, tmp_path: Path) -> 
 def test_flash_dry_run_names_the_uploader(cli, tmp_path: Path) -> None:
     assert cli("build", FIXTURES / "tiny_int8.tflite", "--target", "esp32", "--out", tmp_path / "e").code == 0
     r = cli("flash", tmp_path / "e", "--port", "/dev/ttyUSB0", "--dry-run", "--json")
-    assert json.loads(r.out)["commands"] == [["pio", "run", "-d", str(tmp_path / "e" / "platformio"), "-t", "upload",
-                                              "--upload-port", "/dev/ttyUSB0"]]
+    assert json.loads(r.out)["commands"] == [["pio", "run", "-d", str((tmp_path / "e" / "platformio").resolve()), "-t",
+                                              "upload", "--upload-port=/dev/ttyUSB0"]]
 
 
 def test_no_wrong_result_is_accepted_on_a_damaged_line(native_build: Path) -> None:
@@ -136,7 +136,7 @@ def test_pi_bundle_runner_speaks_the_bench_protocol(cli, tmp_path: Path) -> None
     assert doc["latency"]["median_ms"] > 0
     r = cli("flash", out, "--port", "ssh://pi@raspberrypi.local", "--dry-run", "--json")
     cmds = json.loads(r.out)["commands"]
-    assert cmds[0] == ["ssh", "-o", "BatchMode=yes", "pi@raspberrypi.local", "mkdir", "-p", "edgeforge"]
+    assert cmds[0] == ["ssh", "-o", "BatchMode=yes", "--", "pi@raspberrypi.local", "mkdir", "-p", "--", "edgeforge"]
     assert cmds[1][0] == "scp" and cmds[1][-1] == "pi@raspberrypi.local:edgeforge/"
 
 

@@ -1,0 +1,98 @@
+"""Hostile command-line input (issue 14 items 3, 9, 10; issue 15): no option injection into ssh/scp/PlatformIO,
+no make expansion of a folder name, bad option values are usage errors (exit 2) checked before anything is
+written, argparse errors in edgeforge's one error format."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_clean_error
+from edgeforge.resources import data_dir
+
+EVIL_NAME = "my build $(shell touch MAKE_PWNED)"
+
+
+@pytest.fixture(scope="module")
+def evil_native_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A native build of the tiny model in a folder whose name has a space and a make function call."""
+    from edgeforge.cli.main import main
+
+    if shutil.which("make") is None or shutil.which("cc") is None:
+        pytest.skip("needs make and cc")
+    root = tmp_path_factory.mktemp("evil")
+    out = root / EVIL_NAME
+    code = main(["build", str(Path(__file__).parent / "fixtures" / "tiny_int8.tflite"), "--target", "cortex-m4",
+                 "--runtime", "native", "--out", str(out), "-q"])
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def pi_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgeforge.cli.main import main
+
+    out = tmp_path_factory.mktemp("pi") / "rpi4"
+    assert main(["build", str(Path(__file__).parent / "fixtures" / "tiny_int8.tflite"), "--target", "rpi4",
+                 "--out", str(out), "-q"]) == 0
+    return out
+
+
+def _no_marker(*folders: Path, name: str) -> None:
+    for folder in folders:
+        assert not list(folder.rglob(name)), f"{name} appeared under {folder}"
+
+
+@pytest.mark.parametrize("port", ["ssh://-oProxyCommand=touch PWNED", "ssh://pi@-oProxyCommand=touch PWNED",
+                                  "ssh://-oProxyCommand=touch PWNED@host", "ssh://pi@host;touch PWNED",
+                                  "ssh://pi@host touch PWNED", "ssh://"])
+def test_ssh_port_cannot_inject_an_option(cli, pi_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          port: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert_clean_error(cli("bench", pi_build, "--port", port, "--count", "1", "--runs", "1"), 2)
+    assert_clean_error(cli("flash", pi_build, "--port", port), 2)
+    _no_marker(tmp_path, pi_build.parent, name="PWNED")
+
+
+def test_ssh_commands_end_options_before_the_host(cli, pi_build: Path) -> None:
+    import json
+
+    r = cli("flash", pi_build, "--port", "ssh://pi@raspberrypi.local", "--dry-run", "--json")
+    assert r.code == 0, r.err
+    ssh, scp = json.loads(r.out)["commands"]
+    assert ssh[ssh.index("pi@raspberrypi.local") - 1] == "--"
+    assert ssh[-2:] == ["--", "edgeforge"]  # remote mkdir -p -- edgeforge
+    assert scp[-1] == "pi@raspberrypi.local:edgeforge/" and "--" in scp[:scp.index(scp[-2])]
+    assert all(Path(f).is_absolute() for f in scp[scp.index("--") + 1:-1])
+    from edgeforge.device.boards import ssh_command
+
+    assert ssh_command("ssh://pi@10.0.0.2", "true") == ["ssh", "-o", "BatchMode=yes", "--", "pi@10.0.0.2", "true"]
+
+
+def test_serial_upload_port_cannot_be_an_option(cli, tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "esp"
+    assert cli("build", tiny, "--target", "esp32", "--out", out, "-q").code == 0
+    assert_clean_error(cli("flash", out, "--port", "--help", "--dry-run"), 2)
+    assert_clean_error(cli("flash", out, "--port=-e", "--dry-run"), 2)
+    import json
+
+    cmd = json.loads(cli("flash", out, "--port", "/dev/ttyUSB0", "--dry-run", "--json").out)["commands"][0]
+    assert cmd[-1] == "--upload-port=/dev/ttyUSB0"
+
+
+def test_build_folder_with_space_and_make_function_flashes_and_benches(cli, evil_native_build: Path,
+                                                                       tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    shutil.rmtree(evil_native_build / "firmware", ignore_errors=True)
+    r = cli("flash", evil_native_build, "--board", "host-sim")
+    assert r.code == 0, r.err
+    assert (evil_native_build / "firmware" / "ef_bench_host").is_file()
+    shutil.rmtree(evil_native_build / "firmware")
+    r = cli("bench", evil_native_build, "--board", "host-sim", "--count", "2", "--runs", "1")
+    assert r.code == 0, r.err
+    assert "byte-identical" in r.out
+    _no_marker(tmp_path, evil_native_build.parent, data_dir("firmware"), Path(os.getcwd()), name="MAKE_PWNED")
