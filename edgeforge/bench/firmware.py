@@ -12,6 +12,7 @@ from pathlib import Path
 from edgeforge.device.transport import DeviceError
 from edgeforge.errors import ToolMissingError, UsageError
 from edgeforge.native.toolchain import INSTALL_ARM, arm_available
+from edgeforge.output import scratch_prefix
 from edgeforge.resources import data_dir
 
 IMAGES = {"host-sim": "ef_bench_host", "qemu-cortex-m4": "ef_bench_an386.elf"}
@@ -50,7 +51,7 @@ def build_image(build_dir: Path, board: str, manifest: dict, target_hw: dict) ->
     # make has no quoting: a space splits a path, "$(shell ...)" in a variable's value runs (command-line and
     # environment variables alike). So make never sees the user's paths: it runs in a scratch folder whose own
     # path is plain, through symlinks to the firmware sources, the build's native/ and the output folder.
-    with tempfile.TemporaryDirectory(prefix="edgeforge-fw-", dir=_plain_tmp()) as tmp:
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix("fw"), dir=_plain_tmp()) as tmp:
         stage = Path(tmp)
         for name, path in (("bench", src), ("native", native), ("out", out)):
             (stage / name).symlink_to(path.resolve(), target_is_directory=True)

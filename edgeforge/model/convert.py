@@ -21,6 +21,7 @@ import numpy as np
 from edgeforge.errors import ModelError, ToolMissingError, UnsupportedOpError
 from edgeforge.model.load import SourceModel
 from edgeforge.model.tflite import read_tflite
+from edgeforge.output import scratch_prefix
 from edgeforge.quiet import captured_output, quiet_tensorflow_env
 
 SCHEMES = ("int8", "float16", "dynamic-int8", "float32")
@@ -50,7 +51,8 @@ class TFGraph:
 
     def __init__(self, source: SourceModel) -> None:
         self.source = source
-        self._tmp = tempfile.TemporaryDirectory(prefix="edgeforge-sm-")
+        # pid in the name: a later build removes the folder if this process is killed (edgeforge.output)
+        self._tmp = tempfile.TemporaryDirectory(prefix=scratch_prefix("sm"))
         saved_model = self._saved_model_dir(source, Path(self._tmp.name) / "saved_model")
         self.trackable, self.function, self.inputs = self._concrete(saved_model)
 
