@@ -4,6 +4,7 @@ written, argparse errors in edgeforge's one error format."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -96,3 +97,93 @@ def test_build_folder_with_space_and_make_function_flashes_and_benches(cli, evil
     assert r.code == 0, r.err
     assert "byte-identical" in r.out
     _no_marker(tmp_path, evil_native_build.parent, data_dir("firmware"), Path(os.getcwd()), name="MAKE_PWNED")
+
+
+@pytest.fixture
+def previous_build(cli, tiny: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    assert cli("build", tiny, "--target", "cortex-m4", "--out", out, "-q").code == 0
+    return out
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("option", [
+    ["--flash-budget", "0"], ["--ram-budget", "0"], ["--ram-budget", "0.4"], ["--flash-budget", "-1K"],
+    ["--latency-budget-ms", "nan"], ["--latency-budget-ms", "inf"], ["--latency-budget-ms", "0"],
+    ["--max-accuracy-drop", "nan"], ["--max-accuracy-drop", "1.5"], ["--epochs", "-1"], ["--epochs", "0"],
+    ["--input-std", "0"], ["--input-std", "nan"], ["--input-mean", "inf"], ["--calib-samples", "0"],
+    ["--data-quant", "1e999,0"], ["--data-quant", "nan,0"], ["--data-quant", "0,0"], ["--data-quant", "0.5,300"],
+    ["--flash-bud", "1M"], ["--targets-dir", "/nonexistent/profiles"],
+])
+def test_bad_build_options_are_usage_errors_before_anything_is_written(cli, tiny: Path, previous_build: Path,
+                                                                        option: list[str]) -> None:
+    before = _snapshot(previous_build)
+    assert_clean_error(cli("build", tiny, "--target", "cortex-m4", "--out", previous_build, *option), 2)
+    assert _snapshot(previous_build) == before
+    assert [p.name for p in previous_build.parent.iterdir() if p.name.startswith(".out.")] == []
+
+
+@pytest.mark.parametrize("layer", [
+    "op = inf", "op = nan", "op = 1.0", "op = 1\nstructured = \"false\"\nsparsity = 0.5",
+    "op = 1\nbits = \"4\"", "op = 1\nsparsity = nan", "op = 1\nsparsity = inf", "op = 1\nbits = 4.0",
+    "op = 1\nstructured = 0",
+])
+def test_bad_recipe_values_are_usage_errors(cli, tiny: Path, previous_build: Path, tmp_path: Path,
+                                            layer: str) -> None:
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'name = "r"\n[[layer]]\n{layer}\n')
+    before = _snapshot(previous_build)
+    r = cli("build", tiny, "--target", "cortex-m4", "--out", previous_build, "--recipe", recipe)
+    assert_clean_error(r, 2)
+    assert "recipe" in r.err
+    assert _snapshot(previous_build) == before
+
+
+def test_a_typed_recipe_still_applies(cli, tiny: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('name = "r"\n[[layer]]\nop = 1\nbits = 4\nsparsity = 0\nstructured = false\n')
+    r = cli("build", tiny, "--target", "cortex-m4", "--out", tmp_path / "o", "--recipe", recipe, "--json")
+    assert r.code in (0, 3), r.err
+
+
+@pytest.mark.parametrize("args", [
+    ["build", "x.tflite"],  # --target missing
+    ["build", "x.tflite", "--target", "esp32", "--quantization", "int3"],
+    ["bench", "b", "--board", "host-sim", "--runs", "0"],
+    ["bench", "b", "--board", "host-sim", "--warmup", "-1"],
+    ["bench", "b", "--board", "host-sim", "--baud", "0"],
+    ["bench", "b", "--board", "host-sim", "--port", "/dev/x"],  # mutually exclusive
+    ["targets", "--json-o"],  # no guessing of prefixes
+    ["flash", "b", "--dry"],
+    ["nonsense"],
+    [],
+])
+def test_argparse_errors_use_the_one_error_format_and_json(cli, args: list[str]) -> None:
+    r = cli(*args)
+    assert_clean_error(r, 2)
+    assert "usage:" not in r.err
+    r = cli(*args, "--json")
+    assert r.code == 2
+    err = json.loads(r.out)["error"]
+    assert err["exit_code"] == 2 and err["message"] and err["hint"]
+
+
+def test_build_help_has_groups_and_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    from edgeforge.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["build", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for heading in ("target and output:", "data:", "budgets", "compression:", "examples:", "exit codes:"):
+        assert heading in text
+    assert "edgeforge build kws.tflite --target cortex-m4" in text
+
+
+def test_targets_dir_that_is_missing_is_an_error(cli, tmp_path: Path) -> None:
+    r = cli("targets", "--targets-dir", tmp_path / "nope")
+    assert_clean_error(r, 2)
+    assert "nope" in r.err

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import sys
 import tempfile
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from edgeforge import __version__
 from edgeforge.cli import calibrate as calibrate_cli
@@ -20,9 +22,62 @@ from edgeforge.errors import EXIT_CODE_TABLE, EdgeforgeError, ExitCode, UsageErr
 
 EPILOG = "exit codes:\n" + "\n".join(f"  {int(code):>3}  {text}" for code, text in EXIT_CODE_TABLE)
 
+BUILD_EXAMPLES = """examples:
+  edgeforge build kws.tflite --target cortex-m4 --out build/m4
+  edgeforge build model.keras --target esp32 --data calib.npz --val val.npz --ram-budget 96K
+  edgeforge build kws.tflite --target cortex-m4 --runtime native --latency-budget-ms 50 --search always
+  edgeforge build model.keras --target rpi4 --quantization float16 --labels labels.txt
+
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with edgeforge's error path: a usage error is a UsageError (one ``error:`` line and a ``hint:``,
+    JSON under --json, exit 2), never argparse's own usage dump; option prefixes are not guessed
+    (``--flash-bud`` is an error, not ``--flash-budget``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}", f"`{self.prog} --help` lists the options")
+
+
+def _checked(kind: Callable[[str], Any], test: Callable[[Any], bool], want: str) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)`` that must pass ``test`` (and be finite, for floats)."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except (ValueError, UsageError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {want}") from None
+        if isinstance(value, float) and not math.isfinite(value) or not test(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {want}")
+        return value
+
+    convert.__name__ = want
+    return convert
+
+
+def _size(text: str) -> int:
+    from edgeforge.budget import parse_bytes
+
+    return parse_bytes(text)
+
+
+SIZE = _checked(_size, lambda v: v >= 1, "a size of at least 1 byte (e.g. 65536, 64K, 1M, 96kB)")
+POSITIVE = _checked(float, lambda v: v > 0, "a positive number")
+FINITE = _checked(float, lambda v: True, "a finite number")
+FRACTION = _checked(float, lambda v: 0 <= v <= 1, "a fraction between 0 and 1")
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    return _checked(int, lambda v: v >= low, f"an integer >= {low}")
+
 
 def _common(json_flag: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
+    p = _Parser(add_help=False)
     g = p.add_argument_group("output")
     if json_flag:
         g.add_argument("--json", "--json-output", dest="json", action="store_true",
@@ -37,7 +92,7 @@ def _common(json_flag: bool = True) -> argparse.ArgumentParser:
 
 def _parser() -> argparse.ArgumentParser:
     common = _common()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="edgeforge", description="Compress a trained model to fit a board and emit what the board runs.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"edgeforge {__version__}")
@@ -56,40 +111,47 @@ def _parser() -> argparse.ArgumentParser:
     _data_args(a, calibration_only=True)
 
     b = sub.add_parser("build", parents=[common], help="compress, emit artifacts, check budgets",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description="Compress a model for a target, emit what the board runs and check the budgets.",
+                       epilog=BUILD_EXAMPLES + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("model", type=Path, help=".tflite, .keras, .h5 or SavedModel folder")
-    b.add_argument("--target", "-t", required=True, help="target id or alias (see `edgeforge targets`)")
-    b.add_argument("--out", "-o", type=Path, help="output folder (default: build/<target>)")
-    _data_args(b, calibration_only=False)
-    b.add_argument("--quantization", choices=["int8", "float16", "dynamic-int8", "float32"],
-                   help="compression scheme (default: the target's first)")
-    b.add_argument("--runtime", choices=["tflm", "native", "litert"],
+    g = b.add_argument_group("target and output")
+    g.add_argument("--target", "-t", required=True, help="target id or alias (see `edgeforge targets`)")
+    g.add_argument("--out", "-o", type=Path, help="output folder (default: build/<target>)")
+    g.add_argument("--runtime", choices=["tflm", "native", "litert"],
                    help="runtime (default: the target's); native = ahead-of-time C, no interpreter")
-    b.add_argument("--rounding", choices=["double", "single"], default="double",
+    g.add_argument("--rounding", choices=["double", "single"], default="double",
                    help="native runtime arithmetic: TFLM's default double rounding, or TFLITE_SINGLE_ROUNDING")
-    b.add_argument("--flash-budget", metavar="SIZE", help="override the model flash budget (e.g. 256K)")
-    b.add_argument("--ram-budget", metavar="SIZE", help="override the model RAM budget (e.g. 64K)")
-    b.add_argument("--latency-budget-ms", type=float, metavar="MS", help="override the latency budget")
-    b.add_argument("--max-accuracy-drop", type=float, metavar="FRACTION",
-                   help="override the accuracy budget (0.02 = two top-1 points)")
-    b.add_argument("--search", choices=["auto", "always", "never"], default="auto",
+    g.add_argument("--symbol", default="g_model", help="C symbol of the model array (default g_model)")
+    g.add_argument("--templates-dir", type=Path, action="append", default=[], metavar="DIR",
+                   help="folder of templates overriding the bundled ones")
+    g = b.add_argument_group("data")
+    _data_args(g, calibration_only=False)
+    g = b.add_argument_group("budgets (default: the target profile's)")
+    g.add_argument("--flash-budget", type=SIZE, metavar="SIZE", help="model flash budget (e.g. 256K)")
+    g.add_argument("--ram-budget", type=SIZE, metavar="SIZE", help="model RAM budget (e.g. 64K)")
+    g.add_argument("--latency-budget-ms", type=POSITIVE, metavar="MS", help="latency budget in milliseconds")
+    g.add_argument("--max-accuracy-drop", type=FRACTION, metavar="FRACTION",
+                   help="accuracy budget (0.02 = two top-1 points)")
+    g = b.add_argument_group("compression")
+    g.add_argument("--quantization", choices=["int8", "float16", "dynamic-int8", "float32"],
+                   help="compression scheme (default: the target's first)")
+    g.add_argument("--search", choices=["auto", "always", "never"], default="auto",
                    help="compression search over per-layer int4/int8 and pruning: auto = when the int8 model "
                         "misses the flash budget (or, native runtime, the latency budget); writes report.html/.json")
-    b.add_argument("--recipe", type=Path, metavar="TOML",
+    g.add_argument("--recipe", type=Path, metavar="TOML",
                    help="apply a recipe (e.g. the recipe.toml of an earlier search) instead of searching")
-    b.add_argument("--train", type=Path, metavar="DATA",
+    g.add_argument("--train", type=Path, metavar="DATA",
                    help="labelled training data: fine-tune the best pruned/int4 candidates (Keras models)")
-    b.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs with --train (default 5)")
-    b.add_argument("--measure", action="store_true",
+    g.add_argument("--epochs", type=_at_least(1), default=5, metavar="N", help="fine-tuning epochs with --train (default 5)")
+    g = b.add_argument_group("measuring on a board")
+    g.add_argument("--measure", action="store_true",
                    help="with --board: flash the best candidates and decide on measured latency")
-    b.add_argument("--board", help="board for --measure (see `edgeforge bench --help`)")
-    b.add_argument("--port", help="serial port or URL of the --board")
-    b.add_argument("--labels", type=Path, help="labels.txt (one class per line) for bundles")
-    b.add_argument("--input-mean", type=float, help="normalization mean recorded for bundles")
-    b.add_argument("--input-std", type=float, help="normalization std recorded for bundles")
-    b.add_argument("--symbol", default="g_model", help="C symbol of the model array (default g_model)")
-    b.add_argument("--templates-dir", type=Path, action="append", default=[], metavar="DIR",
-                   help="folder of templates overriding the bundled ones")
+    g.add_argument("--board", help="board for --measure (see `edgeforge bench --help`)")
+    g.add_argument("--port", help="serial port or URL of the --board")
+    g = b.add_argument_group("application bundles (Raspberry Pi, Android)")
+    g.add_argument("--labels", type=Path, help="labels.txt (one class per line) for bundles")
+    g.add_argument("--input-mean", type=FINITE, metavar="MEAN", help="normalization mean recorded for bundles")
+    g.add_argument("--input-std", type=POSITIVE, metavar="STD", help="normalization std recorded for bundles (> 0)")
     r = sub.add_parser("run", parents=[common], help="run a build on this machine (native, TFLM or LiteRT)",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("build_dir", type=Path, help="the --out folder of `edgeforge build`")
@@ -112,21 +174,21 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--board", help="host-sim, qemu-cortex-m4, pi-local, or a board of edgeforge-rig.toml")
     g.add_argument("--port", help="serial URL: /dev/ttyACM0, socket://host:port, rfc2217://host:port, or "
                                   "ssh://user@host for a Raspberry Pi bundle")
-    bn.add_argument("--runs", type=int, default=10, help="timed inferences per input (default 10)")
-    bn.add_argument("--warmup", type=int, default=1, help="untimed inferences first (default 1)")
+    bn.add_argument("--runs", type=_at_least(1), default=10, help="timed inferences per input (default 10)")
+    bn.add_argument("--warmup", type=_at_least(0), default=1, help="untimed inferences first (default 1)")
     bn.add_argument("--input", type=Path, help="inputs (.npy/.npz/.bin folder); default: seeded random inputs")
-    bn.add_argument("--count", type=int, default=5, help="how many inputs to bench (default 5)")
-    bn.add_argument("--baud", type=int, help="serial speed (default: the target profile's)")
+    bn.add_argument("--count", type=_at_least(1), default=5, help="how many inputs to bench (default 5)")
+    bn.add_argument("--baud", type=_at_least(1), help="serial speed (default: the target profile's)")
     calibrate_cli.add_parser(sub, common, EPILOG)
     return parser
 
 
-def _data_args(p: argparse.ArgumentParser, calibration_only: bool) -> None:
+def _data_args(p: Any, calibration_only: bool) -> None:
     p.add_argument("--data", type=Path, metavar="CALIB",
                    help="calibration data: .npz (x, optional y), .npy, or folder of .bin (+ y_labels.csv)")
     if not calibration_only:
         p.add_argument("--val", type=Path, metavar="VAL", help="validation data, same formats as --data")
-        p.add_argument("--calib-samples", type=int, default=200, metavar="N",
+        p.add_argument("--calib-samples", type=_at_least(1), default=200, metavar="N",
                        help="use the first N samples of --data for calibration (default 200)")
     p.add_argument("--data-quant", metavar="SCALE,ZERO_POINT",
                    help="the data holds int8 values q meaning SCALE*(q-ZERO_POINT) (e.g. 0.584703,83)")
@@ -139,9 +201,20 @@ def _data_quant(text: str | None) -> Any:
 
     try:
         scale, zp = text.split(",")
-        return InputQuant(float(scale), int(zp))
+        quant = InputQuant(float(scale), int(zp))
     except ValueError:
         raise UsageError(f"cannot read --data-quant {text!r}", "write SCALE,ZERO_POINT, e.g. 0.584703,83") from None
+    if not (math.isfinite(quant.scale) and quant.scale > 0) or not -128 <= quant.zero_point <= 127:
+        raise UsageError(f"--data-quant {text!r}: the scale must be a positive finite number and the zero point an "
+                         "int8 value (-128..127)", "write SCALE,ZERO_POINT, e.g. 0.584703,83")
+    return quant
+
+
+def _check_targets_dirs(args: argparse.Namespace) -> None:
+    for folder in getattr(args, "targets_dir", []):
+        if not folder.is_dir():
+            raise UsageError(f"--targets-dir {folder} is not a folder",
+                             "name a folder of target profiles (*.toml), or drop the option")
 
 
 def _registry(args: argparse.Namespace) -> Any:
@@ -222,8 +295,11 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
     from edgeforge.cli.render import human_bytes, search_lines, verdict_lines
 
     target = _registry(args).get(args.target)
-    budget = with_overrides(target.budget, args.flash_budget, args.ram_budget, args.latency_budget_ms,
-                            args.max_accuracy_drop)
+    budget = with_overrides(target.budget, None, None, args.latency_budget_ms, args.max_accuracy_drop)
+    if args.flash_budget is not None:  # sizes arrive parsed and checked (SIZE)
+        budget = dataclasses.replace(budget, model_flash_bytes=args.flash_budget)
+    if args.ram_budget is not None:
+        budget = dataclasses.replace(budget, model_ram_bytes=args.ram_budget)
     out = args.out or Path("build") / target.id
     opts = BuildOptions(out_dir=out, data=args.data, val=args.val, data_quant=_data_quant(args.data_quant),
                         calib_samples=args.calib_samples, quantization=args.quantization, runtime=args.runtime,
@@ -381,12 +457,21 @@ COMMANDS = {"targets": cmd_targets, "analyze": cmd_analyze, "build": cmd_build, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:  # argparse's usage errors, in edgeforge's format (and JSON under --json)
+        words = argv[:argv.index("--")] if "--" in argv else argv
+        c = Console(json=bool({"--json", "--json-output"} & set(words)), no_color="--no-color" in words)
+        command = next((w for w in words if w in COMMANDS), None)
+        hint = exc.hint.replace("`edgeforge --help`", f"`edgeforge {command} --help`") if command else exc.hint
+        return _report_error(c, exc.message, hint, exc.exit_code)
     c = Console(json=getattr(args, "json", False), verbose=args.verbose, quiet=args.quiet, no_color=args.no_color)
     if not args.verbose:
         warnings.simplefilter("ignore")  # third-party UserWarnings are noise to a user; -v shows them
     try:
+        _check_targets_dirs(args)
         return int(COMMANDS[args.command](args, c))
     except EdgeforgeError as exc:
         return _report_error(c, exc.message, exc.hint, exc.exit_code)

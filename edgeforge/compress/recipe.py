@@ -120,17 +120,38 @@ def load_space(overrides: Mapping[str, Any] | None = None) -> SearchSpace:
         raise UsageError(f"invalid search space: {exc}", "see targets/_search/space.toml for the format") from None
 
 
+def _typed(row: Any, key: str, kind: type, default: Any) -> Any:
+    """``row[key]`` if it has TOML type ``kind`` (an int is a valid float; a bool is not a number), else
+    ValueError: "false" must not mean true, 2.7 must not become op 2, inf must not crash int()."""
+    if not isinstance(row, dict):
+        raise ValueError("each [[layer]] must be a table")
+    if key not in row:
+        if default is None:
+            raise ValueError(f"a [[layer]] has no {key!r}")
+        return default
+    value = row[key]
+    ok = isinstance(value, bool) if kind is bool else (
+        not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else kind))
+    if not ok:
+        raise ValueError(f"{key} = {value!r} is not {'true/false' if kind is bool else 'an integer' if kind is int else 'a number'}")
+    return value
+
+
 def read_recipe(path: Path, layer_ops: Iterable[int]) -> Recipe:
     """A recipe written by ``Recipe.to_toml`` (or by hand) for replay with ``--recipe``."""
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
         valid = set(layer_ops)
         choices: dict[int, LayerChoice] = {}
-        for row in doc.get("layer", []):
-            op = int(row["op"])
+        rows = doc.get("layer", [])
+        if not isinstance(rows, list):
+            raise ValueError("[[layer]] must be an array of tables")
+        for row in rows:
+            op = _typed(row, "op", int, None)
             if op not in valid:
                 raise ValueError(f"op {op} is not a weight layer (weight layers: {sorted(valid)})")
-            c = LayerChoice(int(row.get("bits", 8)), float(row.get("sparsity", 0.0)), bool(row.get("structured", False)))
+            c = LayerChoice(_typed(row, "bits", int, 8), float(_typed(row, "sparsity", float, 0.0)),
+                            _typed(row, "structured", bool, False))
             if c.bits not in BITS or not 0 <= c.sparsity < 1:
                 raise ValueError(f"op {op}: bits must be 8 or 4 and sparsity in [0, 1)")
             choices[op] = c
