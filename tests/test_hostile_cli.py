@@ -93,16 +93,27 @@ def test_build_folder_with_space_and_make_function_flashes_and_benches(cli, evil
     assert r.code == 0, r.err
     assert (evil_native_build / "firmware" / "ef_bench_host").is_file()
     shutil.rmtree(evil_native_build / "firmware")
-    r = cli("bench", evil_native_build, "--board", "host-sim", "--count", "2", "--runs", "1")
+    r = cli("bench", evil_native_build, "--board", "host-sim", "--count", "1", "--runs", "1")
     assert r.code == 0, r.err
     assert "byte-identical" in r.out
     _no_marker(tmp_path, evil_native_build.parent, data_dir("firmware"), Path(os.getcwd()), name="MAKE_PWNED")
 
 
+@pytest.fixture(scope="module")
+def _one_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgeforge.cli.main import main
+
+    out = tmp_path_factory.mktemp("previous") / "out"
+    assert main(["build", str(Path(__file__).parent / "fixtures" / "tiny_int8.tflite"), "--target", "cortex-m4",
+                 "--out", str(out), "-q"]) == 0
+    return out
+
+
 @pytest.fixture
-def previous_build(cli, tiny: Path, tmp_path: Path) -> Path:
+def previous_build(_one_build: Path, tmp_path: Path) -> Path:
+    """A complete earlier build in --out (a copy per test)."""
     out = tmp_path / "out"
-    assert cli("build", tiny, "--target", "cortex-m4", "--out", out, "-q").code == 0
+    shutil.copytree(_one_build, out)
     return out
 
 
