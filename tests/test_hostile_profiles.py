@@ -56,8 +56,8 @@ def test_cflags_wrapper_runs_nothing_in_a_native_build(cli, tiny: Path, tmp_path
     "-fdump-rtl-all", "-x", "--sysroot=/tmp", "-iprefix/tmp", "-std=c99;id", "-O2\n", "-O2 -B/tmp",
 ])
 def test_unsafe_compiler_flags_are_refused(tmp_path: Path, flag: str) -> None:
-    path = _profile(tmp_path, "evil", f'id = "evil"\nextends = "cortex-m4"\n[toolchain]\ncflags = [{json.dumps(flag)}]\n'
-                    f'[platformio]\nbuild_flags = ["-DOK"]\n')
+    path = _profile(tmp_path, "evil", 'id = "evil"\nextends = "cortex-m4"\n'
+                    f'[toolchain]\ncflags = [{json.dumps(flag)}]\n[platformio]\nbuild_flags = ["-DOK"]\n')
     err = _error(tmp_path, "evil")
     assert str(path) in err.message and "toolchain.cflags.0" in err.message
     path.write_text(f'id = "evil"\nextends = "cortex-m4"\n[platformio]\nbuild_flags = [{json.dumps(flag)}]\n')

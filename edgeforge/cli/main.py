@@ -142,7 +142,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="apply a recipe (e.g. the recipe.toml of an earlier search) instead of searching")
     g.add_argument("--train", type=Path, metavar="DATA",
                    help="labelled training data: fine-tune the best pruned/int4 candidates (Keras models)")
-    g.add_argument("--epochs", type=_at_least(1), default=5, metavar="N", help="fine-tuning epochs with --train (default 5)")
+    g.add_argument("--epochs", type=_at_least(1), default=5, metavar="N",
+                   help="fine-tuning epochs with --train (default 5)")
     g = b.add_argument_group("measuring on a board")
     g.add_argument("--measure", action="store_true",
                    help="with --board: flash the best candidates and decide on measured latency")

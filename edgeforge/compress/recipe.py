@@ -133,7 +133,8 @@ def _typed(row: Any, key: str, kind: type, default: Any) -> Any:
     ok = isinstance(value, bool) if kind is bool else (
         not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else kind))
     if not ok:
-        raise ValueError(f"{key} = {value!r} is not {'true/false' if kind is bool else 'an integer' if kind is int else 'a number'}")
+        want = "true/false" if kind is bool else "an integer" if kind is int else "a number"
+        raise ValueError(f"{key} = {value!r} is not {want}")
     return value
 
 

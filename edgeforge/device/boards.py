@@ -39,7 +39,8 @@ def ssh_destination(port: str) -> str:
     host = port[len("ssh://"):] if port.startswith("ssh://") else port
     if not _SSH_DESTINATION.match(host):
         raise UsageError(f"--port {port!r} is not ssh://[user@]host",
-                         "user and host are names or addresses that do not start with '-', e.g. ssh://pi@raspberrypi.local")
+                         "user and host are names or addresses that do not start with '-', "
+                         "e.g. ssh://pi@raspberrypi.local")
     return host
 
 

@@ -28,7 +28,8 @@ _POS_NUM = {"type": "number", "exclusiveMinimum": 0}
 COMPILER_FLAG = {
     "type": "string",
     "pattern": r"^(-O[0-3sgz]?|-Ofast|-m[a-z0-9][a-z0-9_.+-]*(=[A-Za-z0-9_.+,-]+)?"
-               r"|-f(?!plugin|profile|dump|debug-prefix|file-prefix|macro-prefix)[a-z0-9][a-z0-9_.+-]*(=[A-Za-z0-9_.+,-]+)?"
+               r"|-f(?!plugin|profile|dump|debug-prefix|file-prefix|macro-prefix)"
+               r"[a-z0-9][a-z0-9_.+-]*(=[A-Za-z0-9_.+,-]+)?"
                r"|-D[A-Za-z_][A-Za-z0-9_]*(=[A-Za-z0-9_.+-]*)?|-U[A-Za-z_][A-Za-z0-9_]*"
                r"|-W(?![lap],)(no-)?[a-z0-9][a-z0-9_=-]*|-std=[a-z0-9+]+|-g[a-z0-9]*|-pipe)$",
     "x-grammar": "an allowed compiler flag (-O*, -m*, -f* except plugins/profiling/dumps, -D<identifier>[=value], "
