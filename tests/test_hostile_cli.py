@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def test_ssh_commands_end_options_before_the_host(cli, pi_build: Path) -> None:
 
 
 def test_serial_upload_port_cannot_be_an_option(cli, tiny: Path, tmp_path: Path) -> None:
-    out = tmp_path / "esp"
+    out = tmp_path / "esp 32 $(x)"
     assert cli("build", tiny, "--target", "esp32", "--out", out, "-q").code == 0
     assert_clean_error(cli("flash", out, "--port", "--help", "--dry-run"), 2)
     assert_clean_error(cli("flash", out, "--port=-e", "--dry-run"), 2)
@@ -82,6 +83,9 @@ def test_serial_upload_port_cannot_be_an_option(cli, tiny: Path, tmp_path: Path)
 
     cmd = json.loads(cli("flash", out, "--port", "/dev/ttyUSB0", "--dry-run", "--json").out)["commands"][0]
     assert cmd[-1] == "--upload-port=/dev/ttyUSB0"
+    # the human form is quoted: pasted into a shell it runs exactly that argv
+    line = cli("flash", out, "--port", "/dev/ttyUSB0", "--dry-run").out.splitlines()[0]
+    assert shlex.split(line.removeprefix("would run: ")) == cmd
 
 
 def test_build_folder_with_space_and_make_function_flashes_and_benches(cli, evil_native_build: Path,

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import sys
 import tempfile
 import traceback
@@ -399,7 +400,7 @@ def cmd_flash(args: argparse.Namespace, c: Console) -> int:
         c.out(json.dumps(result, indent=2, sort_keys=True))
     else:
         for cmd in result["commands"]:
-            c.out(("would run: " if args.dry_run else "ran: ") + " ".join(cmd))
+            c.out(("would run: " if args.dry_run else "ran: ") + shlex.join(cmd))  # quoted: copy-paste safe
         c.out(result["summary"])
     return 0
 
