@@ -9,7 +9,9 @@ from typing import Any
 
 RUNTIMES = ("tflm", "litert", "native")
 QUANTIZATIONS = ("int8", "float16", "dynamic-int8", "float32")
-EMITTERS = ("carray", "platformio", "bundle")
+EMITTERS = ("carray", "espidf", "platformio", "bundle")
+#: Emitters that write a whole firmware project; a build writes one of them (the first a profile lists, or --emitter).
+PROJECT_EMITTERS = ("espidf", "platformio")
 KINDS = ("mcu", "sbc", "mobile")
 FLASH_TOOLS = ("platformio", "esptool", "picotool", "openocd", "adb", "scp", "none")
 
@@ -47,6 +49,8 @@ _PERF_OPS = _strict(
         "int4_unpack_depthwise": _NONNEG,
         "int4_unpack_weight": _NONNEG,
         "source": {"type": "string", "minLength": 1},
+        # the kernel set the coefficients describe (e.g. "reference", "cmsis-nn", "esp-nn"): named in the verdict
+        "kernels": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]*$"},
     },
     ["conv_2d", "depthwise_conv_2d", "fully_connected", "elementwise", "per_op", "source"],
 )
@@ -97,6 +101,9 @@ TARGET_SCHEMA: dict[str, Any] = _strict(
                 # falls back to cycles_per_mac
                 "ops": {"type": "object", "properties": {rt: _PERF_OPS for rt in RUNTIMES},
                         "additionalProperties": False},
+                # alternative TFLM tables by kernel set, used when the chosen emitter builds other kernels than
+                # [perf.ops.tflm] describes (e.g. PlatformIO's TensorFlowLite_ESP32 builds reference kernels)
+                "kernel_sets": {"type": "object", "additionalProperties": _PERF_OPS},
             },
             ["cycles_per_mac", "source"],
         ),
@@ -113,8 +120,27 @@ TARGET_SCHEMA: dict[str, Any] = _strict(
                 "upload_protocol": {"type": "string"},
                 "monitor_filters": {"type": "array", "items": {"type": "string"}},
                 "board_build_partitions": {"type": "string"},
+                "kernels": {"type": "string"},  # the TFLM kernel set the library compiles (see perf.kernel_sets)
             },
             ["env", "platform", "board", "framework", "lib_deps", "monitor_speed", "tflm_header"],
+        ),
+        "espidf": _strict(
+            {
+                "chip": {"enum": ["esp32", "esp32s2", "esp32s3", "esp32c2", "esp32c3", "esp32c5", "esp32c6",
+                                  "esp32h2", "esp32p4"]},
+                "idf_version": {"type": "string", "minLength": 1},  # component-manager range, e.g. ">=5.1"
+                "tflite_micro_version": {"type": "string", "minLength": 1},
+                "kernels": {"type": "string"},  # the kernel set esp-tflite-micro builds with this sdkconfig
+                "flash_mode": {"enum": ["qio", "qout", "dio", "dout"]},
+                "flash_freq": {"enum": ["20m", "26m", "40m", "80m"]},
+                "bootloader_offset": {"type": "integer", "minimum": 0},
+                "internal_arena_bytes": _POS_INT,  # the largest arena placed in internal RAM
+                "psram_bytes": {"type": "integer", "minimum": 0},  # 0: no PSRAM
+                "psram_mode": {"enum": ["quad", "oct"]},
+                "flash_baud": _POS_INT,
+            },
+            ["chip", "idf_version", "tflite_micro_version", "kernels", "flash_mode", "flash_freq",
+             "bootloader_offset", "internal_arena_bytes", "psram_bytes", "flash_baud"],
         ),
         "toolchain": _strict(
             {
