@@ -30,7 +30,7 @@ from edgeforge.native.emit import prepare_native
 from edgeforge.native.stage import NativeResult, native_stage
 from edgeforge.output import sha256, write_tree
 from edgeforge.runtimes import runtime_support
-from edgeforge.target.schema import Budget, Target
+from edgeforge.target.schema import PROJECT_EMITTERS, Budget, Target
 
 SYNTHETIC_SAMPLES = 100
 
@@ -355,8 +355,9 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     if outcome is not None:
         files.update(outcome.files)
     manifest = make_manifest(prepared, target, opts, analysis, accuracy, checks, files, warnings)
-    manifest["target"]["emitter"] = project
-    if runtime == "tflm" and kernels_of(target, project):
+    if sum(e in PROJECT_EMITTERS for e in target.emit) > 1:  # a choice was made: record it
+        manifest["target"]["emitter"] = project
+    if runtime == "tflm" and kernels_of(target, project):  # the kernel set the latency estimate assumes
         manifest["target"]["kernels"] = kernels_of(target, project)
     if project == "espidf":
         manifest["espidf"] = espidf.manifest_entry(target.data, {k[len("espidf/"):]: v for k, v in files.items()
