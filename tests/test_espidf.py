@@ -314,7 +314,11 @@ def test_native_project_is_an_idf_component_with_the_bench_as_an_option(cli, tin
     comp = proj / "components" / "edgeforge_model"
     assert (comp / "ef_model.c").read_bytes() == (out / "native" / "ef_model.c").read_bytes()
     assert not (proj / "main" / "idf_component.yml").exists()  # no TFLM to fetch
-    assert "CONFIG_NN_OPTIMIZED" not in _sdkconfig(proj / "sdkconfig.defaults")
+    cfg = _sdkconfig(proj / "sdkconfig.defaults")
+    assert "CONFIG_NN_OPTIMIZED" not in cfg and {k[len("CONFIG_"):] for k in cfg} <= _kconfig()
+    assert cfg["CONFIG_LOG_DEFAULT_LEVEL_NONE"] == "y"  # the bench protocol owns UART0
+    dry = cli("flash", out, "--port", "/dev/ttyUSB0", "--dry-run", "--json")
+    assert dry.code == 0 and json.loads(dry.out)["commands"][0][-2:] == ["-DEDGEFORGE_BENCH=1", "build"]
     harness = cmake_configure(proj, tmp_path, "6.2")
     assert harness.returncode == 0, harness.stdout + harness.stderr
     assert "component main: " in harness.stdout and "main.c" in harness.stdout and "ef_bench.c" not in harness.stdout

@@ -114,7 +114,9 @@ def flash_espidf(build_dir: Path, manifest: dict[str, Any], port: str | None, dr
             raise ToolMissingError(f"{project} is not built and {idf_missing()}", INSTALL_IDF)
         if idf is None:
             notes.append(f"{idf_missing()}: the idf.py step needs it")
-        commands.append([idf or "idf.py", "-C", str(project), "build"])
+        # native builds are flashed to be benchmarked: the bench firmware (the project's EDGEFORGE_BENCH option)
+        bench = ["-DEDGEFORGE_BENCH=1"] if manifest["target"]["runtime"] == "native" else []
+        commands.append([idf or "idf.py", "-C", str(project), *bench, "build"])
     commands.append([*esptool_program(), *esptool_args(espidf, project, port)])
     if not dry_run:
         if not esptool_available():
