@@ -443,3 +443,14 @@ def test_doctor_reports_tools_and_what_each_target_misses(cli, tmp_path: Path, m
     assert "esp-idf" in bare["targets"]["esp32"]["missing"] and set(bare["targets"]) == {"cortex-m4", "esp32"}
     human = cli("doctor", "-t", "esp32")
     assert human.code == 0 and re.search(r"^esp32\s+no\s+.*esp-idf", human.out, re.M)
+
+
+def test_flash_runs_esptool_and_reports_a_missing_board_as_a_device_error(cli, tiny: Path, tmp_path: Path) -> None:
+    pytest.importorskip("esptool")
+    out = tmp_path / "b"
+    manifest = _build(cli, tiny, "esp32", out)
+    _placeholder_images(out, manifest)
+    r = cli("flash", out, "--port", str(tmp_path / "no-such-port"))
+    assert_clean_error(r, 4)
+    assert "esptool write-flash failed" in r.err and "no-such-port" in r.err
+    assert not (out / "flash.json").exists()

@@ -137,6 +137,10 @@ def target_details(t: Target) -> list[str]:
     if t.platformio:
         p = t.platformio
         lines.append(f"  platformio:   platform={p['platform']} board={p['board']} framework={p['framework']}")
+    if "espidf" in t.data:
+        e = t.data["espidf"]
+        lines.append(f"  esp-idf:      chip={e['chip']} ({e['idf_version']}), esp-tflite-micro {e['tflite_micro_version']} "
+                     f"with {e['kernels']} kernels, flash {e['flash_mode']} {e['flash_freq']}")
     if "serial" in t.data:
         s = t.data["serial"]
         lines.append(f"  serial:       {s['baud']} baud, reset {s['reset']}")
