@@ -360,8 +360,7 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     if runtime == "tflm" and kernels_of(target, project):  # the kernel set the latency estimate assumes
         manifest["target"]["kernels"] = kernels_of(target, project)
     if project == "espidf":
-        manifest["espidf"] = espidf.manifest_entry(target.data, {k[len("espidf/"):]: v for k, v in files.items()
-                                                                 if k.startswith("espidf/")})
+        manifest["espidf"] = espidf.manifest_entry(target.data, espidf_model_bytes(prepared, analysis, native))
     if native is not None:
         manifest["native"] = native.to_json(arena.total if arena else None)
         manifest["fits"] = manifest["fits"] and not (native.arm and native.arm.link_error)
@@ -457,10 +456,8 @@ def emit_files(prepared: Prepared, target: Target, opts: BuildOptions, analysis:
         files.update({f"native/{k}": v for k, v in native.files.items()})
         if project == "espidf":
             ctx = mcu.io_context(base, prepared.info)
-            est = analysis.estimates
-            flash = est.flash_bytes if est is not None else len(prepared.model)
             files.update({f"espidf/{k}": v for k, v in espidf.native_project(
-                ctx, native.files, flash, native.native.plan.arena_bytes,
+                ctx, native.files, espidf_model_bytes(prepared, analysis, native), native.native.plan.arena_bytes,
                 mlperf_model_name(prepared.info)).items()})
     elif "carray" in target.emit or project is not None:
         ctx = mcu.tflm_context(base, prepared.model, prepared.info, opts.symbol)
@@ -508,6 +505,13 @@ def make_manifest(prepared: Prepared, target: Target, opts: BuildOptions, analys
         "artifacts": {rel: {"bytes": len(data), "sha256": sha256(data)} for rel, data in sorted(files.items())},
         "warnings": warnings,
     }
+
+
+def espidf_model_bytes(prepared: Prepared, analysis: Analysis, native: NativeResult | None) -> int:
+    """What the model puts in the ESP-IDF app: the flatbuffer (TFLM), or the native runtime's weights."""
+    if native is not None and analysis.estimates is not None:
+        return int(analysis.estimates.flash_bytes)
+    return len(prepared.model)
 
 
 def mlperf_model_name(info: ModelInfo) -> str:

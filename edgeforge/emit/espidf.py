@@ -132,12 +132,12 @@ def _common(pctx: dict[str, Any]) -> Files:
             "README.md": render("espidf/README.md.j2", pctx)}
 
 
-def manifest_entry(target: dict[str, Any], files: Files) -> dict[str, Any]:
-    """What ``edgeforge flash`` needs: chip, flash settings, and each image's offset (manifest["espidf"])."""
+def manifest_entry(target: dict[str, Any], model_bytes: int) -> dict[str, Any]:
+    """What ``edgeforge flash`` needs: chip, flash settings, and each image's offset (manifest["espidf"]);
+    ``model_bytes`` as given to the project emitter (it sizes the app partition)."""
     idf = target["espidf"]
-    app = [ln for ln in files["partitions.csv"].decode().splitlines() if ln.startswith("factory")]
+    flash = int(target["hardware"]["flash_bytes"])
     return {"project": "espidf", "chip": idf["chip"], "kernels": idf["kernels"],
-            "flash_mode": idf["flash_mode"], "flash_freq": idf["flash_freq"],
-            "flash_size": flash_size_name(int(target["hardware"]["flash_bytes"])), "baud": idf["flash_baud"],
-            "app_partition_bytes": int(app[0].split(",")[4].strip(), 16) if app else None,
+            "flash_mode": idf["flash_mode"], "flash_freq": idf["flash_freq"], "flash_size": flash_size_name(flash),
+            "baud": idf["flash_baud"], "app_partition_bytes": app_partition_bytes(model_bytes, flash),
             "images": [i.to_json() for i in images(idf)]}
