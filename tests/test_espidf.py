@@ -256,12 +256,13 @@ def _stubs(root: Path) -> Path:
     return root
 
 
-def syntax_check_tflm_harness(main_dir: Path, tmp: Path) -> subprocess.CompletedProcess[str]:
+def syntax_check_tflm_harness(main_dir: Path, tmp: Path, *names: str) -> subprocess.CompletedProcess[str]:
     inc = [f"-I{p}" for p in (TFLM, TFLM / "third_party" / "flatbuffers" / "include", TFLM / "third_party" / "gemmlowp",
                               TFLM / "third_party" / "ruy")]
     return subprocess.run(["g++", *_TFLM_FLAGS, "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter",
-                           f"-I{_stubs(tmp / 'idf')}", f"-I{main_dir}", *inc, str(main_dir / "main.cc"),
-                           str(main_dir / "model_data.cc")], capture_output=True, text=True)
+                           f"-I{_stubs(tmp / 'idf')}", f"-I{main_dir}", *inc,
+                           *(str(main_dir / n) for n in names or ("main.cc", "model_data.cc"))],
+                          capture_output=True, text=True)
 
 
 needs_tflm = pytest.mark.skipif(not (TFLM / "tensorflow").is_dir() or shutil.which("g++") is None,
@@ -278,7 +279,7 @@ def test_tflm_harness_compiles_against_tflite_micro_headers(cli, tiny: Path, tmp
     assert "EXT_RAM_BSS_ATTR" not in text.split("namespace {")[1].split("constexpr")[0]  # internal RAM
     broken = main / "main.cc"
     broken.write_text(text.replace("interpreter.arena_used_bytes()", "interpreter.arena_used_byte()"))
-    assert syntax_check_tflm_harness(main, tmp_path).returncode != 0  # the check sees the TFLM API
+    assert syntax_check_tflm_harness(main, tmp_path, "main.cc").returncode != 0  # the check sees the TFLM API
 
 
 def _psram_profile(tmp: Path) -> Path:
@@ -302,7 +303,7 @@ def test_arena_over_the_internal_budget_goes_to_psram(cli, tiny: Path, tmp_path:
     assert set(k[len("CONFIG_"):] for k in cfg) <= _kconfig()
     main = out / "espidf" / "main"
     assert "EXT_RAM_BSS_ATTR alignas(16) uint8_t g_tensor_arena[kTensorArenaSize];" in (main / "main.cc").read_text()
-    proc = syntax_check_tflm_harness(main, tmp_path)
+    proc = syntax_check_tflm_harness(main, tmp_path, "main.cc")
     assert proc.returncode == 0, proc.stderr
 
 
