@@ -123,8 +123,10 @@ def estimate(info: ModelInfo, target: Target, runtime: str, arena: ArenaMeasurem
         latency_basis = (f"estimated: {total_macs} MACs x {perf['cycles_per_mac']} cycles/MAC at "
                          f"{target.hardware['clock_mhz']} MHz ({perf['source']})")
     else:
+        kernels = ((perf.get("ops") or {}).get(runtime) or {}).get("kernels")
+        table_name = f"{runtime} table, {kernels} kernels" if kernels else f"{runtime} table"
         latency_basis = (f"{'calibrated' if model.calibrated else 'estimated'}: {total_macs} MACs, {len(info.ops)} ops "
-                         f"costed per op kind ({runtime} table) at {target.hardware['clock_mhz']} MHz "
+                         f"costed per op kind ({table_name}) at {target.hardware['clock_mhz']} MHz "
                          f"({model.table.source})")
     return Estimates(info.size, flash_basis, ram, ram_basis, latency, latency_basis)
 

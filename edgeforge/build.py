@@ -18,7 +18,8 @@ from edgeforge.compress import stage
 from edgeforge.compress.driver import SearchOptions
 from edgeforge.data import Dataset, InputQuant, float_view, load_dataset, model_view, synthetic
 from edgeforge.emit import bundle as bundle_emit
-from edgeforge.emit import mcu
+from edgeforge.emit import espidf, mcu
+from edgeforge.emit.project import for_emitter, kernels_of, project_emitter
 from edgeforge.errors import DataError, ModelError, UnsupportedOpError, UsageError
 from edgeforge.evaluate import Accuracy, dequantize, evaluate, score
 from edgeforge.events import NullReporter, Reporter
@@ -29,7 +30,7 @@ from edgeforge.native.emit import prepare_native
 from edgeforge.native.stage import NativeResult, native_stage
 from edgeforge.output import sha256, write_tree
 from edgeforge.runtimes import runtime_support
-from edgeforge.target.schema import Budget, Target
+from edgeforge.target.schema import PROJECT_EMITTERS, Budget, Target
 
 SYNTHETIC_SAMPLES = 100
 
@@ -50,6 +51,7 @@ class BuildOptions:
     input_std: float | None = None
     template_dirs: tuple[Path, ...] = ()
     single_rounding: bool = False  # native runtime: TFLITE_SINGLE_ROUNDING arithmetic instead of the default
+    emitter: str | None = None  # the firmware project to write (espidf, platformio); default: the profile's first
     search: SearchOptions = field(default_factory=SearchOptions)
 
 
@@ -261,6 +263,8 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     """Build ``model_path`` for ``target`` into ``opts.out_dir``; see the module docstring."""
     reporter = reporter or NullReporter()
     scheme, runtime = _choose(target, opts.quantization, opts.runtime)
+    project = project_emitter(target, opts.emitter)
+    target = for_emitter(target, project)  # the latency tables of the kernels that project compiles
     if opts.calib_samples < 1:
         raise UsageError("--calib-samples must be at least 1", "e.g. --calib-samples 100")
     labels = _read_labels(opts.labels)
@@ -340,9 +344,23 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
 
     reporter.stage("emitting artifacts")
     files = emit_files(prepared, target, opts, analysis, labels, native)
+    if project == "espidf":
+        from edgeforge.bench.esptool_flash import idf_missing
+
+        missing = idf_missing()
+        if missing:  # said once per build; the project is complete, only the compile is left to the user
+            warnings.append(f"{missing}: emitted the ESP-IDF project's sources only (espidf/); build it with "
+                            f"`idf.py build` where ESP-IDF is installed, or let `edgeforge flash` do it")
+            reporter.warning(warnings[-1])
     if outcome is not None:
         files.update(outcome.files)
     manifest = make_manifest(prepared, target, opts, analysis, accuracy, checks, files, warnings)
+    if sum(e in PROJECT_EMITTERS for e in target.emit) > 1:  # a choice was made: record it
+        manifest["target"]["emitter"] = project
+    if runtime == "tflm" and kernels_of(target, project):  # the kernel set the latency estimate assumes
+        manifest["target"]["kernels"] = kernels_of(target, project)
+    if project == "espidf":
+        manifest["espidf"] = espidf.manifest_entry(target.data, espidf_model_bytes(prepared, analysis, native))
     if native is not None:
         manifest["native"] = native.to_json(arena.total if arena else None)
         manifest["fits"] = manifest["fits"] and not (native.arm and native.arm.link_error)
@@ -433,14 +451,22 @@ def emit_files(prepared: Prepared, target: Target, opts: BuildOptions, analysis:
         else "/data/local/tmp/edgeforge",
     }
     files: dict[str, bytes] = {"model.tflite": prepared.model}
+    project = project_emitter(target, opts.emitter)
     if native is not None:
         files.update({f"native/{k}": v for k, v in native.files.items()})
-    elif "carray" in target.emit or "platformio" in target.emit:
+        if project == "espidf":
+            ctx = mcu.io_context(base, prepared.info)
+            files.update({f"espidf/{k}": v for k, v in espidf.native_project(
+                ctx, native.files, espidf_model_bytes(prepared, analysis, native), native.native.plan.arena_bytes,
+                mlperf_model_name(prepared.info)).items()})
+    elif "carray" in target.emit or project is not None:
         ctx = mcu.tflm_context(base, prepared.model, prepared.info, opts.symbol)
         if "carray" in target.emit:
             files.update({f"tflm/{k}": v for k, v in mcu.carray(ctx).items()})
-        if "platformio" in target.emit and target.platformio:
+        if project == "platformio" and target.platformio:
             files.update({f"platformio/{k}": v for k, v in mcu.platformio(ctx).items()})
+        if project == "espidf":
+            files.update({f"espidf/{k}": v for k, v in espidf.tflm_project(ctx).items()})
     if "bundle" in target.emit:
         norm = {"mean": opts.input_mean, "std": opts.input_std,
                 "formula": "x_model = (x - mean) / std" if opts.input_mean is not None else
@@ -479,6 +505,20 @@ def make_manifest(prepared: Prepared, target: Target, opts: BuildOptions, analys
         "artifacts": {rel: {"bytes": len(data), "sha256": sha256(data)} for rel, data in sorted(files.items())},
         "warnings": warnings,
     }
+
+
+def espidf_model_bytes(prepared: Prepared, analysis: Analysis, native: NativeResult | None) -> int:
+    """What the model puts in the ESP-IDF app: the flatbuffer (TFLM), or the native runtime's weights."""
+    if native is not None and analysis.estimates is not None:
+        return int(analysis.estimates.flash_bytes)
+    return len(prepared.model)
+
+
+def mlperf_model_name(info: ModelInfo) -> str:
+    """The `profile` model string MLPerf Tiny hosts pick their dataset by (the bench firmware reports it)."""
+    from edgeforge.bench.firmware import _mlperf_name
+
+    return _mlperf_name({"model": {"inputs": [_tensor_json(t) for t in info.input_tensors()]}})
 
 
 def model_display(source: SourceModel) -> str:

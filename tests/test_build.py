@@ -53,7 +53,8 @@ def test_manifest_records_everything_a_deployment_needs(cli, tiny: Path, tmp_pat
     for rel, info in m["artifacts"].items():
         data = (out / rel).read_bytes()
         assert len(data) == info["bytes"] and hashlib.sha256(data).hexdigest() == info["sha256"]
-    assert "model.tflite" in m["artifacts"] and "platformio/platformio.ini" in m["artifacts"]
+    assert "model.tflite" in m["artifacts"] and "espidf/CMakeLists.txt" in m["artifacts"]
+    assert m["espidf"]["images"][0] == {"offset": "0x1000", "path": "build/bootloader/bootloader.bin"}
     assert m["arena"]["emitted_bytes"] >= m["arena"]["measured_bytes"] * 1.1
     assert {v["budget"] for v in m["budgets"]} == {"model_flash_bytes", "model_ram_bytes", "latency_ms",
                                                    "max_accuracy_drop"}

@@ -96,7 +96,7 @@ def test_platformio_accepts_the_generated_project(cli, tiny: Path, tmp_path: Pat
     from platformio.project.options import ProjectOptions
 
     out = tmp_path / "o"
-    _build(cli, tiny, target, out)
+    _build(cli, tiny, target, out, "--emitter", "platformio")  # ESP32 chips default to espidf
     pio_dir = out / "platformio"
     pio = Path(sys.executable).with_name("pio")
     proc = subprocess.run([str(pio), "project", "config", "--json-output"], cwd=pio_dir, capture_output=True,

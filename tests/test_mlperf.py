@@ -58,7 +58,8 @@ def test_import_and_build(cli, mlperf: Path, tmp_path: Path, name: str, target: 
         assert model == src.read_bytes()  # already int8: passed through untouched
     if target in ("esp32", "cortex-m4"):
         assert m["arena"]["measured_bytes"] > 0
-        cc = (out / "platformio" / "src" / "model_data.cc").read_text()
+        project = "espidf/main" if target == "esp32" else "platformio/src"  # ESP32 chips default to ESP-IDF
+        cc = (out / project / "model_data.cc").read_text()
         assert f"g_model_len = {len(model)};" in cc
     else:
         bundle = json.loads((out / "bundle" / "manifest.json").read_text())

@@ -60,6 +60,10 @@ def _tool(name: str) -> str | None:
 def flash_build(build_dir: Path, board: str | None, port: str | None, dry_run: bool = False) -> dict[str, Any]:
     manifest, _, _ = read_build(build_dir)
     target = load_registry().get(manifest["target"]["id"])
+    if board is None and "espidf" in manifest:  # an ESP-IDF project: idf.py builds it, esptool writes it
+        from edgeforge.bench.esptool_flash import flash_espidf
+
+        return flash_espidf(build_dir, manifest, port, dry_run)
     if board is not None:
         if board == "pi-local":
             return {"commands": [], "board": board,

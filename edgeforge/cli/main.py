@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from edgeforge import __version__
 from edgeforge.cli import calibrate as calibrate_cli
+from edgeforge.cli import doctor as doctor_cli
 from edgeforge.cli.console import CliReporter, Console
 from edgeforge.errors import EXIT_CODE_TABLE, EdgeforgeError, ExitCode, UsageError
 
@@ -123,6 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--rounding", choices=["double", "single"], default="double",
                    help="native runtime arithmetic: TFLM's default double rounding, or TFLITE_SINGLE_ROUNDING")
     g.add_argument("--symbol", default="g_model", help="C symbol of the model array (default g_model)")
+    g.add_argument("--emitter", choices=["espidf", "platformio"],
+                   help="firmware project to write (default: the target's first; ESP32 chips: espidf)")
     g.add_argument("--templates-dir", type=Path, action="append", default=[], metavar="DIR",
                    help="folder of templates overriding the bundled ones")
     g = b.add_argument_group("data")
@@ -182,6 +185,7 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--count", type=_at_least(1), default=5, help="how many inputs to bench (default 5)")
     bn.add_argument("--baud", type=_at_least(1), help="serial speed (default: the target profile's)")
     calibrate_cli.add_parser(sub, common, EPILOG)
+    doctor_cli.add_parser(sub, common, EPILOG)
     return parser
 
 
@@ -307,7 +311,7 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
                         calib_samples=args.calib_samples, quantization=args.quantization, runtime=args.runtime,
                         budget=budget, labels=args.labels, symbol=args.symbol, input_mean=args.input_mean,
                         input_std=args.input_std, template_dirs=tuple(args.templates_dir),
-                        single_rounding=args.rounding == "single",
+                        single_rounding=args.rounding == "single", emitter=args.emitter,
                         search=SearchOptions(args.search, args.recipe, args.board if args.measure else None,
                                              args.port, args.train, args.epochs))
     if args.measure and not args.board:
@@ -455,7 +459,8 @@ def cmd_bench(args: argparse.Namespace, c: Console) -> int:
 
 
 COMMANDS = {"targets": cmd_targets, "analyze": cmd_analyze, "build": cmd_build, "run": cmd_run,
-            "flash": cmd_flash, "bench": cmd_bench, "calibrate": calibrate_cli.cmd_calibrate}
+            "flash": cmd_flash, "bench": cmd_bench, "calibrate": calibrate_cli.cmd_calibrate,
+            "doctor": doctor_cli.cmd_doctor}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

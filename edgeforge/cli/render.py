@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,12 @@ def _value(v: Verdict, x: float) -> str:
     return f"{x * 100:.2f} pts"
 
 
+def _basis_tag(basis: str) -> str:
+    """"measured", "estimated", ...; for latency estimates also the kernel set the table assumes."""
+    kernels = re.search(r", ([a-z0-9-]+) kernels\)", basis)
+    return basis.split(":")[0] + (f", {kernels.group(1)} kernels" if kernels else "")
+
+
 def verdict_lines(c: Console, verdicts: tuple[Verdict, ...]) -> list[str]:
     """PlatformIO-style size bars, one per budget."""
     lines = []
@@ -46,7 +53,7 @@ def verdict_lines(c: Console, verdicts: tuple[Verdict, ...]) -> list[str]:
         bar = "=" * filled + " " * (10 - filled)
         status = c.style("ok", "32") if v.fits else c.style(f"OVER by {_value(v, v.excess or 0)}", "1;31")
         lines.append(f"{label}[{bar}] {ratio * 100:6.1f}% ({_value(v, v.value)} of {_value(v, v.limit)}) "
-                     f"{status}  [{v.basis.split(':')[0]}]")
+                     f"{status}  [{_basis_tag(v.basis)}]")
     return lines
 
 
@@ -130,6 +137,10 @@ def target_details(t: Target) -> list[str]:
     if t.platformio:
         p = t.platformio
         lines.append(f"  platformio:   platform={p['platform']} board={p['board']} framework={p['framework']}")
+    if "espidf" in t.data:
+        e = t.data["espidf"]
+        lines.append(f"  esp-idf:      chip={e['chip']} ({e['idf_version']}), esp-tflite-micro {e['tflite_micro_version']} "
+                     f"with {e['kernels']} kernels, flash {e['flash_mode']} {e['flash_freq']}")
     if "serial" in t.data:
         s = t.data["serial"]
         lines.append(f"  serial:       {s['baud']} baud, reset {s['reset']}")

@@ -41,6 +41,13 @@ def tflm_context(base: dict[str, Any], model: bytes, info: ModelInfo, symbol: st
     }
 
 
+def io_context(base: dict[str, Any], info: ModelInfo) -> dict[str, Any]:
+    """The model's name and I/O tensors for templates of runtimes other than TFLM (no resolver check)."""
+    return {**base, "model": {**base["model"], "name": c_comment(base["model"]["name"])},
+            "tensors": [_io("input", i, t) for i, t in enumerate(info.input_tensors())]
+            + [_io("output", i, t) for i, t in enumerate(info.output_tensors())]}
+
+
 def carray(ctx: dict[str, Any]) -> Files:
     files: Files = {}
     for name, stem in (("model_data.h", "MODEL_DATA"), ("model_settings.h", "MODEL_SETTINGS"),

@@ -9,7 +9,9 @@ from typing import Any
 
 RUNTIMES = ("tflm", "litert", "native")
 QUANTIZATIONS = ("int8", "float16", "dynamic-int8", "float32")
-EMITTERS = ("carray", "platformio", "bundle")
+EMITTERS = ("carray", "espidf", "platformio", "bundle")
+#: Emitters that write a whole firmware project; a build writes one of them (the first a profile lists, or --emitter).
+PROJECT_EMITTERS = ("espidf", "platformio")
 KINDS = ("mcu", "sbc", "mobile")
 FLASH_TOOLS = ("platformio", "esptool", "picotool", "openocd", "adb", "scp", "none")
 
@@ -43,6 +45,8 @@ PIO_LIB = {"type": "string",
            "pattern": r"^([A-Za-z0-9_][A-Za-z0-9_.-]*/)?[A-Za-z0-9_][A-Za-z0-9_.-]*( ?@ ?[A-Za-z0-9_.^~<>=*+-]+)?$"
                       r"|^(https|git\+https)://[A-Za-z0-9_.-]+(/[A-Za-z0-9_.~-]+)+(#[A-Za-z0-9_.-]+)?$",
            "x-grammar": "owner/name[@version] or an https:// URL"}
+_VERSION_RANGE = {"type": "string", "pattern": r"^[<>=!~^*]{0,2}[0-9][0-9A-Za-z.*+-]*( *,? *[<>=!~^]{1,2}[0-9][0-9A-Za-z.*+-]*)*$",
+                  "x-grammar": "a version range such as >=5.1 or ^1.4.0"}
 _SIMPLE = {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
            "x-grammar": "a plain name (letters, digits, _ . -)"}
 #: a remote folder for ssh/scp/adb: no option, no shell metacharacter, no space
@@ -83,6 +87,8 @@ _PERF_OPS = _strict(
         "int4_unpack_depthwise": _NONNEG,
         "int4_unpack_weight": _NONNEG,
         "source": {"type": "string", "minLength": 1},
+        # the kernel set the coefficients describe (e.g. "reference", "cmsis-nn", "esp-nn"): named in the verdict
+        "kernels": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]*$"},
     },
     ["conv_2d", "depthwise_conv_2d", "fully_connected", "elementwise", "per_op", "source"],
 )
@@ -134,6 +140,9 @@ TARGET_SCHEMA: dict[str, Any] = _strict(
                 # falls back to cycles_per_mac
                 "ops": {"type": "object", "properties": {rt: _PERF_OPS for rt in RUNTIMES},
                         "additionalProperties": False},
+                # alternative TFLM tables by kernel set, used when the chosen emitter builds other kernels than
+                # [perf.ops.tflm] describes (e.g. PlatformIO's TensorFlowLite_ESP32 builds reference kernels)
+                "kernel_sets": {"type": "object", "additionalProperties": _PERF_OPS},
             },
             ["cycles_per_mac", "source"],
         ),
@@ -151,8 +160,28 @@ TARGET_SCHEMA: dict[str, Any] = _strict(
                 "upload_protocol": _SIMPLE,
                 "monitor_filters": {"type": "array", "items": _SIMPLE},
                 "board_build_partitions": _SIMPLE,
+                "kernels": _SIMPLE,  # the TFLM kernel set the library compiles (see perf.kernel_sets)
             },
             ["env", "platform", "board", "framework", "lib_deps", "monitor_speed", "tflm_header"],
+        ),
+        "espidf": _strict(
+            {
+                "chip": {"enum": ["esp32", "esp32s2", "esp32s3", "esp32c2", "esp32c3", "esp32c5", "esp32c6",
+                                  "esp32h2", "esp32p4"]},
+                # component-manager version ranges (e.g. ">=5.1", "^1.4.0"): rendered into idf_component.yml
+                "idf_version": _VERSION_RANGE,
+                "tflite_micro_version": _VERSION_RANGE,
+                "kernels": _SIMPLE,  # the kernel set esp-tflite-micro builds with this sdkconfig
+                "flash_mode": {"enum": ["qio", "qout", "dio", "dout"]},
+                "flash_freq": {"enum": ["20m", "26m", "40m", "80m"]},
+                "bootloader_offset": {"type": "integer", "minimum": 0},
+                "internal_arena_bytes": _POS_INT,  # the largest arena placed in internal RAM
+                "psram_bytes": {"type": "integer", "minimum": 0},  # 0: no PSRAM
+                "psram_mode": {"enum": ["quad", "oct"]},
+                "flash_baud": _POS_INT,
+            },
+            ["chip", "idf_version", "tflite_micro_version", "kernels", "flash_mode", "flash_freq",
+             "bootloader_offset", "internal_arena_bytes", "psram_bytes", "flash_baud"],
         ),
         "toolchain": _strict(
             {

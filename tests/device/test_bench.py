@@ -66,7 +66,8 @@ def test_bench_needs_a_native_build_for_emulated_boards(cli, tmp_path: Path) -> 
 
 
 def test_flash_dry_run_names_the_uploader(cli, tmp_path: Path) -> None:
-    assert cli("build", FIXTURES / "tiny_int8.tflite", "--target", "esp32", "--out", tmp_path / "e").code == 0
+    assert cli("build", FIXTURES / "tiny_int8.tflite", "--target", "esp32", "--out", tmp_path / "e",
+               "--emitter", "platformio").code == 0  # the ESP-IDF project's esptool path: tests/test_espidf.py
     r = cli("flash", tmp_path / "e", "--port", "/dev/ttyUSB0", "--dry-run", "--json")
     assert json.loads(r.out)["commands"] == [["pio", "run", "-d", str((tmp_path / "e" / "platformio").resolve()), "-t",
                                               "upload", "--upload-port=/dev/ttyUSB0"]]
