@@ -76,7 +76,10 @@ def test_ssh_commands_end_options_before_the_host(cli, pi_build: Path) -> None:
 
 def test_serial_upload_port_cannot_be_an_option(cli, tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "esp 32 $(x)"
-    assert cli("build", tiny, "--target", "esp32", "--out", out, "-q").code == 0
+    espidf = tmp_path / "idf"
+    assert cli("build", tiny, "--target", "esp32", "--out", espidf, "-q").code == 0
+    assert_clean_error(cli("flash", espidf, "--port=-e", "--dry-run"), 2)  # esptool's argv
+    assert cli("build", tiny, "--target", "esp32", "--emitter", "platformio", "--out", out, "-q").code == 0
     assert_clean_error(cli("flash", out, "--port", "--help", "--dry-run"), 2)
     assert_clean_error(cli("flash", out, "--port=-e", "--dry-run"), 2)
     import json

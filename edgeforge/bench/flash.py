@@ -35,8 +35,7 @@ def _commands(build_dir: Path, tool: str, port: str | None, target: Any) -> list
     if tool in ("platformio", "esptool", "picotool", "openocd"):
         # PlatformIO drives each board's own uploader (esptool, picotool, ST-LINK/OpenOCD) from platformio.ini
         cmd = ["pio", "run", "-d", str(build_dir / "platformio"), "-t", "upload"]
-        if port is not None and (not port or port.startswith("-") or any(ord(ch) < 32 for ch in port)):
-            raise UsageError(f"--port {port!r} is not a serial port", "e.g. --port /dev/ttyACM0")
+        _check_serial_port(port)
         return [cmd + ([f"--upload-port={port}"] if port else [])]
     if tool == "adb":
         return [["adb", "push", str(build_dir / "bundle"), remote]]
@@ -50,6 +49,12 @@ def _commands(build_dir: Path, tool: str, port: str | None, target: Any) -> list
     raise UsageError(f"target {target.id} names no flash tool", "copy the artifacts by hand")
 
 
+def _check_serial_port(port: str | None) -> None:
+    """A port reaches an uploader's argv: one that starts with "-" would be read as an option."""
+    if port is not None and (not port or port.startswith("-") or any(ord(ch) < 32 for ch in port)):
+        raise UsageError(f"--port {port!r} is not a serial port", "e.g. --port /dev/ttyACM0")
+
+
 def _tool(name: str) -> str | None:
     """On PATH, or beside this Python (PlatformIO installed into edgeforge's own virtualenv)."""
     found = shutil.which(name)
@@ -61,6 +66,7 @@ def flash_build(build_dir: Path, board: str | None, port: str | None, dry_run: b
     manifest, _, _ = read_build(build_dir)
     target = load_registry().get(manifest["target"]["id"])
     if board is None and "espidf" in manifest:  # an ESP-IDF project: idf.py builds it, esptool writes it
+        _check_serial_port(port)
         from edgeforge.bench.esptool_flash import flash_espidf
 
         return flash_espidf(build_dir, manifest, port, dry_run)
