@@ -298,6 +298,8 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
         reporter.stage("lowering to native C and planning the arena")
         native = native_stage(prepared.info, prepared.model, target, base_context(prepared, target),
                               opts.single_rounding)
+        for note in native.native.fusion_declined:
+            reporter.detail(note)
         if native.arm is not None and native.arm.link_error:
             warnings.append(f"the native image does not fit {target.id}: {native.arm.link_error}")
             reporter.warning(warnings[-1])
