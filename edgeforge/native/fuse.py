@@ -13,8 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from edgeforge import ops
 from edgeforge.model.tflite import ModelInfo
 from edgeforge.native.ir import Binary, Conv, ConvAdd, KernelCall
+
+
+#: the op label of a fused call (ef_model_ops[] names, bench per-op lines)
+FUSED_OP = f"{ops.CONV_2D}+{ops.ADD}"
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ def fuse_residual_adds(calls: list[KernelCall], info: ModelInfo) -> Fusion:
         for k, c in enumerate(add.inputs):
             skip = add.inputs[1 - k]
             i = producer.get(c)
-            if i is None or calls[i].op != "CONV_2D":
+            if i is None or calls[i].op != ops.CONV_2D:
                 continue
             if i in dropped:
                 declined.append(Declined(calls[i].op_index, add.op_index, "the convolution is already fused"))
@@ -89,7 +94,7 @@ def fuse_residual_adds(calls: list[KernelCall], info: ModelInfo) -> Fusion:
             assert isinstance(conv, Conv)
             row = conv.params.out_w * conv.params.out_c
             kernel = ConvAdd(conv, replace(add.kernel.params, shape=(1, 1, 1, row)), skip, y, conv_first=k == 0)
-            fused[j] = KernelCall(add.op_index, "CONV_2D+ADD", kernel, (skip, *calls[i].inputs), (y,),
+            fused[j] = KernelCall(add.op_index, FUSED_OP, kernel, (skip, *calls[i].inputs), (y,),
                                   calls[i].consts + add.consts, row, inplace=True,
                                   filters=calls[i].filters + add.filters)
             dropped.add(i)

@@ -13,6 +13,7 @@ from typing import Literal
 
 import numpy as np
 
+from edgeforge import ops
 from edgeforge.errors import ModelError, UnsupportedOpError
 from edgeforge.model.tflite import ModelInfo, OpInfo, TensorInfo, constant_data
 from edgeforge.native import qparams as qp
@@ -159,7 +160,7 @@ def _filter(ctx: _Ctx, k: int) -> tuple[TensorInfo, np.ndarray, ConstArray, int,
     is4 = f.dtype == "int4"
     values = unpack_int4(raw, f.elements) if is4 else raw.astype(np.int8).reshape(-1)
     bits = 4 if is4 else 8
-    if len(f.shape) == (2 if ctx.op.op == "FULLY_CONNECTED" else 4):
+    if len(f.shape) == (2 if ctx.op.op == ops.FULLY_CONNECTED else 4):
         storage, blob = sparse.encode(values.reshape(f.shape), bits, ctx.op.op)
     else:  # the op's lowering rejects the shape
         storage, blob = sparse.WeightStorage(sparse.DENSE, sparse.dense_bytes(f.elements, bits),
@@ -542,28 +543,29 @@ def _dequantize(ctx: _Ctx) -> KernelCall:
 
 
 _LOWER: dict[str, Callable[[_Ctx], KernelCall]] = {
-    "CONV_2D": lambda c: _conv(c, depthwise=False),
-    "DEPTHWISE_CONV_2D": lambda c: _conv(c, depthwise=True),
-    "FULLY_CONNECTED": _fully_connected,
-    "AVERAGE_POOL_2D": lambda c: _pool(c, "avg"),
-    "MAX_POOL_2D": lambda c: _pool(c, "max"),
-    "ADD": lambda c: _binary(c, "add"),
-    "MUL": lambda c: _binary(c, "mul"),
-    "SOFTMAX": _softmax,
-    "LOGISTIC": lambda c: _logistic(c, "logistic"),
-    "TANH": lambda c: _logistic(c, "tanh"),
-    "RESHAPE": _reshape,
-    "SQUEEZE": _reshape,
-    "EXPAND_DIMS": _reshape,
-    "MEAN": _mean,
-    "PAD": _pad,
-    "PADV2": _pad,
-    "CONCATENATION": _concat,
-    "QUANTIZE": _quantize,
-    "DEQUANTIZE": _dequantize,
+    ops.CONV_2D: lambda c: _conv(c, depthwise=False),
+    ops.DEPTHWISE_CONV_2D: lambda c: _conv(c, depthwise=True),
+    ops.FULLY_CONNECTED: _fully_connected,
+    ops.AVERAGE_POOL_2D: lambda c: _pool(c, "avg"),
+    ops.MAX_POOL_2D: lambda c: _pool(c, "max"),
+    ops.ADD: lambda c: _binary(c, "add"),
+    ops.MUL: lambda c: _binary(c, "mul"),
+    ops.SOFTMAX: _softmax,
+    ops.LOGISTIC: lambda c: _logistic(c, "logistic"),
+    ops.TANH: lambda c: _logistic(c, "tanh"),
+    ops.RESHAPE: _reshape,
+    ops.SQUEEZE: _reshape,
+    ops.EXPAND_DIMS: _reshape,
+    ops.MEAN: _mean,
+    ops.PAD: _pad,
+    ops.PADV2: _pad,
+    ops.CONCATENATION: _concat,
+    ops.QUANTIZE: _quantize,
+    ops.DEQUANTIZE: _dequantize,
 }
+assert set(_LOWER) == set(ops.NATIVE_OPS), "the op registry (edgeforge/ops.py) and the lowering disagree"
 
-SUPPORTED_OPS = tuple(sorted(_LOWER))
+SUPPORTED_OPS = ops.NATIVE_OPS
 
 
 def lower(info: ModelInfo, model: bytes, single_rounding: bool = False) -> list[KernelCall]:
