@@ -85,6 +85,11 @@ class CandidateCost:
                 "saved": {"int4_bytes": self.int4_saved_bytes, "sparsity_bytes": self.sparsity_saved_bytes}}
 
 
+#: what building a latency model raises for a target profile without the data it needs (a profile given as a
+#: dict without ``perf`` / ``hardware.clock_mhz``, or with a value that is not a number); anything else is a bug
+NO_COST_MODEL = (KeyError, ValueError)
+
+
 class LatencyEstimator:
     """The target's latency cost model for one model, with a fallback when the target has none."""
 

@@ -136,7 +136,7 @@ def scheme_search(variants: list[tuple[str, bytes, ModelInfo]], float_model: tup
     exactly (the .tflite is what ships). LiteRT's CPU kernels run weights dense, so per-layer pruning
     is not offered here."""
     from edgeforge.analyze import activation_peak
-    from edgeforge.compress.costs import CandidateCost, LatencyEstimator
+    from edgeforge.compress.costs import NO_COST_MODEL, CandidateCost, LatencyEstimator
     from edgeforge.compress.screen import Score
     from edgeforge.compress.search import binding_budget, budget_misses, verified_rank
     from edgeforge.evaluate import evaluate
@@ -147,7 +147,7 @@ def scheme_search(variants: list[tuple[str, bytes, ModelInfo]], float_model: tup
         acc = evaluate(float_model, model, info, "litert", val)
         try:
             latency: float | None = LatencyEstimator(target, "litert", info).ms({})
-        except Exception:
+        except NO_COST_MODEL:
             latency = None
         cost = CandidateCost(len(model), activation_peak(info), latency, 0, 0)
         cand = Candidate(f"c{k:02d}", Recipe(scheme), "scheme", model, cost, {}, Score(acc.top1, acc.sqnr_db, 0.0), acc)

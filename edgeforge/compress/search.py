@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgeforge.compress.apply import Compressed, apply_recipe, compress_layer
-from edgeforge.compress.costs import CandidateCost, FlashModel, LatencyEstimator, Storage
+from edgeforge.compress.costs import NO_COST_MODEL, CandidateCost, FlashModel, LatencyEstimator, Storage
 from edgeforge.compress.layers import WeightLayer, input_means
 from edgeforge.compress.recipe import DENSE_INT8, LayerChoice, Recipe, SearchSpace
 from edgeforge.compress.screen import Score, Screener, verify
@@ -92,7 +92,7 @@ class Search:
         self.flash = FlashModel(inp.runtime, inp.layers, inp.base_flash)
         try:
             self.latency: LatencyEstimator | None = LatencyEstimator(inp.target, inp.runtime, inp.info)
-        except Exception as exc:  # a target without a cost model still gets a search, without latency
+        except NO_COST_MODEL as exc:  # a target without a cost model still gets a search, without latency
             self.rep.detail(f"no latency model: {exc}")
             self.latency = None
         self.cache: dict[tuple[int, LayerChoice], Compressed] = {}

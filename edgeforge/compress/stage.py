@@ -31,7 +31,7 @@ def maybe_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val: 
     returns the outcome and what the build continues from."""
     from edgeforge import build as pipeline
     from edgeforge.compress import driver
-    from edgeforge.compress.costs import LatencyEstimator
+    from edgeforge.compress.costs import NO_COST_MODEL, LatencyEstimator
 
     runtime = prepared.runtime
     if runtime == "litert":
@@ -43,7 +43,7 @@ def maybe_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val: 
         return None, prepared
     try:
         latency = LatencyEstimator(target, runtime, prepared.info).ms({})
-    except Exception:  # no cost model for this target: latency cannot trigger a search
+    except NO_COST_MODEL:  # no cost model for this target: latency cannot trigger a search
         latency = None
     flash = driver.base_flash(prepared.info, prepared.model, runtime)
     if not driver.wanted(opts.search, runtime, prepared.scheme, flash, latency, budget):
