@@ -8,7 +8,7 @@ from typing import Any
 from edgeforge import ops
 from edgeforge.arena import ArenaMeasurement
 from edgeforge.model.tflite import ModelInfo, OpInfo
-from edgeforge.runtimes import runtime_support
+from edgeforge.runtimes import Runtime, runtime_support
 from edgeforge.target.schema import Target
 
 
@@ -82,9 +82,9 @@ class Analysis:
 
 def estimate(info: ModelInfo, target: Target, runtime: str, arena: ArenaMeasurement | None,
              total_macs: int, peak: int) -> Estimates:
-    if runtime == "tflm" and arena is not None:
+    if runtime == Runtime.TFLM and arena is not None:
         ram, ram_basis = arena.emitted, "measured TFLM arena (tflite-micro interpreter) + margin"
-    elif runtime == "tflm":
+    elif runtime == Runtime.TFLM:
         ram, ram_basis = peak, "activation lower bound (arena not measurable)"
     else:
         ram, ram_basis = peak, "estimated: peak live activations (LiteRT plans its arena at run time)"
@@ -94,7 +94,7 @@ def estimate(info: ModelInfo, target: Target, runtime: str, arena: ArenaMeasurem
     model = LatencyModel.for_target(target, runtime)
     latency = model.estimate_ms(info)
     flash_basis = "measured: the .tflite flatbuffer stored in flash (interpreter code not included)" \
-        if runtime == "tflm" else "measured: the .tflite file"
+        if runtime == Runtime.TFLM else "measured: the .tflite file"
     if not model.table_from_profile:
         latency_basis = (f"estimated: {total_macs} MACs x {perf['cycles_per_mac']} cycles/MAC at "
                          f"{target.hardware['clock_mhz']} MHz ({perf['source']})")

@@ -20,6 +20,7 @@ from edgeforge.evaluate import Accuracy
 from edgeforge.events import Reporter
 from edgeforge.model.tflite import ModelInfo, read_tflite
 from edgeforge.target.schema import Budget, Target
+from edgeforge.runtimes import Runtime
 
 SEARCH_MODES = ("auto", "always", "never")
 
@@ -56,17 +57,17 @@ class Outcome:
 def base_flash(info: ModelInfo, model: bytes, runtime: str) -> int:
     """Model flash of the uncompressed int8 model: its weights for the native runtime (what the
     emitter stores: filters and biases), the flatbuffer for interpreters."""
-    return info.weight_bytes if runtime == "native" else len(model)
+    return len(model) if Runtime(runtime).flash_holds_flatbuffer else info.weight_bytes
 
 
 def wanted(opts: SearchOptions, runtime: str, scheme: str, flash: int, latency_ms: float | None,
            budget: Budget) -> bool:
     if opts.recipe is not None or opts.mode == "always":
         return True
-    if opts.mode == "never" or scheme != "int8" or runtime == "litert":
+    if opts.mode == "never" or scheme != "int8" or runtime == Runtime.LITERT:
         return False
     # TFLite Micro runs pruned weights dense and int4 slower: per-layer compression cannot buy it latency
-    slow = runtime == "native" and latency_ms is not None and latency_ms > budget.latency_ms
+    slow = Runtime(runtime).skips_zero_weights and latency_ms is not None and latency_ms > budget.latency_ms
     return flash > budget.model_flash_bytes or slow
 
 
