@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgeforge import ops
 from edgeforge.arena import ArenaMeasurement
 from edgeforge.model.tflite import ModelInfo, OpInfo
-from edgeforge.runtimes import runtime_support
+from edgeforge.runtimes import Runtime, runtime_support
 from edgeforge.target.schema import Target
 
 
@@ -31,31 +31,7 @@ class LayerRow:
 
 def op_macs(op: OpInfo, info: ModelInfo) -> int:
     """Multiply-accumulates of one op (pools and element-wise ops count one per accumulated value)."""
-    t = info.tensors
-    if not op.outputs:
-        return 0
-    out = t[op.outputs[0]]
-    name = op.op
-    if name in ("CONV_2D", "CONV_3D") and len(op.inputs) > 1:
-        w = t[op.inputs[1]].shape  # [O, KH, KW, I]
-        return out.elements * math.prod(w[1:])
-    if name == "DEPTHWISE_CONV_2D" and len(op.inputs) > 1:
-        w = t[op.inputs[1]].shape  # [1, KH, KW, O]
-        return out.elements * w[1] * w[2]
-    if name == "FULLY_CONNECTED" and len(op.inputs) > 1:
-        return out.elements * t[op.inputs[1]].shape[-1]
-    if name == "TRANSPOSE_CONV" and len(op.inputs) > 2:
-        w = t[op.inputs[1]].shape
-        return t[op.inputs[2]].elements * math.prod(w[:3])
-    if name == "BATCH_MATMUL" and op.inputs:
-        return out.elements * t[op.inputs[0]].shape[-1]
-    if name in ("AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"):
-        return out.elements * int(op.options.get("filterHeight", 1)) * int(op.options.get("filterWidth", 1))
-    if name in ("MEAN", "SUM") and op.inputs:
-        return t[op.inputs[0]].elements
-    if name in ("ADD", "SUB", "MUL", "DIV", "SQUARED_DIFFERENCE", "MAXIMUM", "MINIMUM"):
-        return out.elements
-    return 0
+    return ops.op_macs(op, info)
 
 
 def activation_peak(info: ModelInfo) -> int:
@@ -106,9 +82,9 @@ class Analysis:
 
 def estimate(info: ModelInfo, target: Target, runtime: str, arena: ArenaMeasurement | None,
              total_macs: int, peak: int) -> Estimates:
-    if runtime == "tflm" and arena is not None:
+    if runtime == Runtime.TFLM and arena is not None:
         ram, ram_basis = arena.emitted, "measured TFLM arena (tflite-micro interpreter) + margin"
-    elif runtime == "tflm":
+    elif runtime == Runtime.TFLM:
         ram, ram_basis = peak, "activation lower bound (arena not measurable)"
     else:
         ram, ram_basis = peak, "estimated: peak live activations (LiteRT plans its arena at run time)"
@@ -118,7 +94,7 @@ def estimate(info: ModelInfo, target: Target, runtime: str, arena: ArenaMeasurem
     model = LatencyModel.for_target(target, runtime)
     latency = model.estimate_ms(info)
     flash_basis = "measured: the .tflite flatbuffer stored in flash (interpreter code not included)" \
-        if runtime == "tflm" else "measured: the .tflite file"
+        if runtime == Runtime.TFLM else "measured: the .tflite file"
     if not model.table_from_profile:
         latency_basis = (f"estimated: {total_macs} MACs x {perf['cycles_per_mac']} cycles/MAC at "
                          f"{target.hardware['clock_mhz']} MHz ({perf['source']})")

@@ -29,7 +29,7 @@ from edgeforge.model.tflite import ModelInfo, read_tflite
 from edgeforge.native.emit import prepare_native
 from edgeforge.native.stage import NativeResult, native_stage
 from edgeforge.output import sha256, write_tree
-from edgeforge.runtimes import runtime_support
+from edgeforge.runtimes import Runtime, runtime_support
 from edgeforge.target.schema import PROJECT_EMITTERS, Budget, Target
 
 SYNTHETIC_SAMPLES = 100
@@ -183,7 +183,7 @@ def prepare(model_path: Path, target: Target, scheme: str, runtime: str, data: P
 
 def _arena(prepared: Prepared, reporter: Reporter) -> ArenaMeasurement | None:
     """TFLM's arena, measured: the figure for TFLM builds, the comparison for native ones."""
-    if prepared.runtime == "litert" or runtime_support("tflm").unsupported(prepared.info.op_names):
+    if not Runtime(prepared.runtime).on_microcontroller or Runtime.TFLM.support.unsupported(prepared.info.op_names):
         return None
     reporter.stage("measuring the TFLite Micro arena")
     return measure_arena(prepared.model, prepared.info)
@@ -280,13 +280,13 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
         reporter.warning(warnings[-1])
     outcome, searched = stage.maybe_search(model_path, prepared, ds, val, target, opts, budget, reporter)
     if (outcome is not None and outcome.result is not None and outcome.result.chosen is None and opts.runtime is None
-            and runtime == "tflm" and "native" in target.runtimes and outcome.result.closest is not None
+            and runtime == Runtime.TFLM and Runtime.NATIVE in target.runtimes and outcome.result.closest is not None
             and "model_flash_bytes" in outcome.result.closest.misses):
         # TFLM's flatbuffer (graph, per-channel scales as floats, int64 zero points) can be most of a small
         # model's flash: the native runtime stores only the weights. The runtime was not pinned, so try it.
         reporter.warning("nothing fits with TFLite Micro; searching again for the native runtime (no flatbuffer "
                          "in flash)")
-        retry, again = stage.maybe_search(model_path, replace(prepared, runtime="native"), ds, val, target, opts,
+        retry, again = stage.maybe_search(model_path, replace(prepared, runtime=Runtime.NATIVE), ds, val, target, opts,
                                           budget, reporter)
         if retry is None or retry.result is None or retry.result.chosen is not None:  # None: int8 fits as is
             outcome, searched, runtime = retry, again, "native"
@@ -298,10 +298,12 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
         if outcome.result is not None and outcome.result.chosen is None:
             warnings.append("no candidate fits every budget: the build holds the closest one")
     native = None
-    if runtime == "native":
+    if Runtime(runtime).generates_c:
         reporter.stage("lowering to native C and planning the arena")
         native = native_stage(prepared.info, prepared.model, target, base_context(prepared, target),
                               opts.single_rounding)
+        for note in native.native.fusion_declined:
+            reporter.detail(note)
         if native.arm is not None and native.arm.link_error:
             warnings.append(f"the native image does not fit {target.id}: {native.arm.link_error}")
             reporter.warning(warnings[-1])
@@ -334,10 +336,10 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     elif val is not None:
         reporter.stage(f"evaluating on {len(val)} samples")
         # the tflite-micro interpreter is bit-exact with the native runtime, and is what MCU builds run
-        if runtime == "native" and opts.single_rounding:  # TFLM is double-rounding: run the generated C itself
+        if Runtime(runtime).generates_c and opts.single_rounding:  # TFLM is double-rounding: run the generated C itself
             accuracy = evaluate_native(prepared, native, val)
         else:
-            eval_runtime = "tflm" if runtime == "native" else runtime
+            eval_runtime = Runtime(runtime).reference_interpreter
             accuracy = evaluate(prepared.float_model, prepared.model, prepared.info, eval_runtime, val,
                                 reporter.progress)
     checks = verdicts(analysis, budget, accuracy)

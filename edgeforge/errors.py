@@ -66,6 +66,12 @@ class ToolMissingError(EdgeforgeError):
     exit_code = ExitCode.UNAVAILABLE
 
 
+class InternalError(EdgeforgeError):
+    """edgeforge caught itself producing something wrong (e.g. a memory plan that fails its verifier)."""
+
+    exit_code = ExitCode.INTERNAL
+
+
 EXIT_CODE_TABLE: tuple[tuple[int, str], ...] = (
     (ExitCode.OK, "success; every budget met"),
     (ExitCode.FAILURE, "generic failure"),

@@ -11,6 +11,7 @@ import numpy as np
 
 from edgeforge.errors import ModelError, ToolMissingError, UnsupportedOpError
 from edgeforge.quiet import captured_output
+from edgeforge.runtimes import Runtime
 
 
 def verify_flatbuffer(model: bytes) -> None:
@@ -72,7 +73,7 @@ def litert_interpreter(model: bytes) -> Any:
 
 def runner(model: bytes, runtime: str) -> Callable[[np.ndarray], np.ndarray]:
     """A function from one input sample (with batch dim 1) to the first output (batch 1)."""
-    if runtime == "tflm":
+    if runtime == Runtime.TFLM:
         ip = tflm_interpreter(model)
 
         def run_tflm(x: np.ndarray) -> np.ndarray:

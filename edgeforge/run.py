@@ -19,6 +19,7 @@ from edgeforge.data import load_dataset, model_view
 from edgeforge.errors import ModelError, UsageError
 from edgeforge.hostrun import run_batch
 from edgeforge.model.tflite import ModelInfo, read_tflite
+from edgeforge.runtimes import Runtime
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def run_build(build_dir: Path, input_path: Path) -> RunResult:
     x = model_view(ds, inp.dtype, inp.scale[0] if inp.scale else None, inp.zero_point[0] if inp.zero_point else None)
     x = x.reshape((len(x), *inp.shape))
     out_sample = out.shape[1:] if len(out.shape) > 1 and out.shape[0] == 1 else out.shape
-    if runtime == "native":
+    if runtime == Runtime.NATIVE:
         y = run_native(build_dir / "native", x, tuple(out_sample), out.dtype)
     else:
         y = run_batch(model, runtime, x).reshape((len(x), *out_sample))

@@ -14,6 +14,7 @@ from edgeforge.errors import ToolMissingError, UsageError
 from edgeforge.native.toolchain import INSTALL_ARM, arm_available
 from edgeforge.output import scratch_prefix
 from edgeforge.resources import data_dir
+from edgeforge.runtimes import Runtime
 
 IMAGES = {"host-sim": "ef_bench_host", "qemu-cortex-m4": "ef_bench_an386.elf"}
 
@@ -37,7 +38,7 @@ def _plain_tmp() -> str:
 def build_image(build_dir: Path, board: str, manifest: dict, target_hw: dict) -> Path:
     """Compile the bench firmware for ``board`` into ``build_dir/firmware/``; returns the image path."""
     native = build_dir / "native"
-    if manifest["target"]["runtime"] != "native" or not (native / "ef_model.c").is_file():
+    if manifest["target"]["runtime"] != Runtime.NATIVE or not (native / "ef_model.c").is_file():
         raise UsageError(f"{build_dir} is not a native build: the emulated boards run edgeforge's native runtime",
                          "rebuild with --runtime native (or flash a real board with --port)")
     if board == "qemu-cortex-m4" and not arm_available():

@@ -23,6 +23,7 @@ from edgeforge.errors import UsageError
 from edgeforge.events import NullReporter, Reporter
 from edgeforge.run import read_build, run_native
 from edgeforge.target import load_registry
+from edgeforge.runtimes import Runtime
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def bench_build(build_dir: Path, board: str | None, port: str | None, runs: int,
     x = _inputs(input_path, info, count)
     out = info.output_tensors()[0]
     out_sample = out.shape[1:] if len(out.shape) > 1 and out.shape[0] == 1 else out.shape
-    if manifest["target"]["runtime"] == "native":
+    if manifest["target"]["runtime"] == Runtime.NATIVE:
         expected = run_native(build_dir / "native", x.reshape((len(x), *info.input_tensors()[0].shape)),
                               tuple(out_sample), out.dtype)
     else:
@@ -143,7 +144,7 @@ def bench_build(build_dir: Path, board: str | None, port: str | None, runs: int,
         finally:
             transport.close()
     agreement = output_agreement(report, expected, out)
-    exact = manifest["target"]["runtime"] == "native"
+    exact = manifest["target"]["runtime"] == Runtime.NATIVE
     return _outcome(build_dir, manifest, target, running, report, runs, warmup, agreement, exact)
 
 

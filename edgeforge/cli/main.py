@@ -21,6 +21,7 @@ from edgeforge.cli import calibrate as calibrate_cli
 from edgeforge.cli import doctor as doctor_cli
 from edgeforge.cli.console import CliReporter, Console
 from edgeforge.errors import EXIT_CODE_TABLE, EdgeforgeError, ExitCode, UsageError
+from edgeforge.runtimes import Runtime
 
 EPILOG = "exit codes:\n" + "\n".join(f"  {int(code):>3}  {text}" for code, text in EXIT_CODE_TABLE)
 
@@ -316,7 +317,7 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
                                              args.port, args.train, args.epochs))
     if args.measure and not args.board:
         raise UsageError("--measure needs --board", "e.g. --measure --board qemu-cortex-m4")
-    if args.rounding == "single" and (args.runtime or target.runtime) != "native":
+    if args.rounding == "single" and not Runtime(args.runtime or target.runtime).selectable_rounding:
         raise UsageError("--rounding single applies to the native runtime", "add --runtime native")
     result = build(args.model, target, opts, CliReporter(c))
     m = result.manifest

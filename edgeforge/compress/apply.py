@@ -11,6 +11,7 @@ import numpy as np
 from edgeforge.compress.layers import WeightLayer, output_error
 from edgeforge.compress.recipe import LayerChoice, Recipe
 from edgeforge.model.rewrite import pack, pack_int4, tensor_type, unpack
+from edgeforge.ops import FULLY_CONNECTED
 
 INT4_MAX = 7  # symmetric [-7, 7], as TFLite's int4 weight quantization does
 
@@ -75,7 +76,7 @@ def _compress(layer: WeightLayer, choice: LayerChoice) -> Compressed:
     axes = tuple(i for i in range(real.ndim) if i != layer.channel_axis)
     # keep the source's granularity, except for FULLY_CONNECTED: TFLite Micro (which the native runtime
     # matches) has int4 FULLY_CONNECTED with one scale per tensor only
-    per_tensor = bool(np.all(layer.scales == layer.scales[0])) or layer.op == "FULLY_CONNECTED"
+    per_tensor = bool(np.all(layer.scales == layer.scales[0])) or layer.op == FULLY_CONNECTED
     scales = _int4_scales(real, axes, per_tensor, layer)
     q = np.clip(np.round(real / scales.reshape(_channel_shape(layer))), -INT4_MAX, INT4_MAX)
     return Compressed(np.where(keep, q, 0).astype(np.int8), scales, 4, per_tensor=per_tensor)

@@ -26,6 +26,7 @@ from edgeforge.compress.probes import QUICK, probe_model, probe_set
 from edgeforge.device.transport import DeviceError
 from edgeforge.errors import TargetError, UsageError
 from edgeforge.events import NullReporter, Reporter
+from edgeforge.runtimes import Runtime
 
 #: Coefficients a runtime's kernels cannot show: the native runtime reads int4 weights in place (no unpacking
 #: pass) and TFLM/LiteRT multiply by zero weights like any other.
@@ -343,7 +344,7 @@ def calibrate(target_name: str, board: str, runtime: str = "native", out: Path |
 
     reporter = reporter or NullReporter()
     target = load_registry(targets_dirs).get(target_name)
-    if runtime not in ("native", "tflm"):
+    if runtime not in (Runtime.NATIVE, Runtime.TFLM):
         raise UsageError(f"cannot calibrate runtime {runtime!r}", "use --runtime native or --runtime tflm")
     if not target.is_mcu:
         raise UsageError(f"{target.id} is not a microcontroller target",
@@ -351,7 +352,7 @@ def calibrate(target_name: str, board: str, runtime: str = "native", out: Path |
     if runtime not in target.runtimes:
         raise UsageError(f"target {target.id} does not offer runtime {runtime}",
                          f"choose one of: {', '.join(target.runtimes)}")
-    if runtime == "tflm":
+    if runtime == Runtime.TFLM:
         raise UsageError("the bench firmware edgeforge builds runs the native runtime only: TFLM builds cannot be "
                          "timed op by op yet", "calibrate --runtime native; the tflm table comes from published "
                          "results (see the target profile)")

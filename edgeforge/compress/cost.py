@@ -36,6 +36,7 @@ import numpy as np
 from edgeforge.analyze import op_macs
 from edgeforge.model.rewrite import unpack_int4
 from edgeforge.model.tflite import ModelInfo, OpInfo
+from edgeforge import ops as o  # op names; checked against this module's kinds in tests/test_ops.py
 
 #: Coefficients of a ``[perf.ops.<runtime>]`` table, in the order of a feature vector.
 FEATURES: tuple[str, ...] = ("conv_2d", "depthwise_conv_2d", "fully_connected", "output", "elementwise", "pool",
@@ -46,14 +47,14 @@ MAC_KINDS: tuple[str, ...] = ("conv_2d", "depthwise_conv_2d", "fully_connected")
 #: Keys a table must have (the others default to 0).
 REQUIRED: tuple[str, ...] = ("conv_2d", "depthwise_conv_2d", "fully_connected", "elementwise", "per_op")
 
-_KIND_OF = {"CONV_2D": "conv_2d", "CONV_3D": "conv_2d", "TRANSPOSE_CONV": "conv_2d",
-            "DEPTHWISE_CONV_2D": "depthwise_conv_2d", "FULLY_CONNECTED": "fully_connected",
-            "BATCH_MATMUL": "fully_connected"}
+_KIND_OF = {o.CONV_2D: "conv_2d", o.CONV_3D: "conv_2d", o.TRANSPOSE_CONV: "conv_2d",
+            o.DEPTHWISE_CONV_2D: "depthwise_conv_2d", o.FULLY_CONNECTED: "fully_connected",
+            o.BATCH_MATMUL: "fully_connected"}
 #: Ops that only reinterpret their input (no per-element work; RESHAPE is an alias in the native runtime).
-VIEW_OPS = frozenset({"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SHAPE"})
+VIEW_OPS = frozenset({o.RESHAPE, o.SQUEEZE, o.EXPAND_DIMS, o.SHAPE})
 #: Ops that accumulate windows or reductions: work = elements read.
-POOL_OPS = frozenset({"AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D", "MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN",
-                      "REDUCE_PROD"})
+POOL_OPS = frozenset({o.AVERAGE_POOL_2D, o.MAX_POOL_2D, o.L2_POOL_2D, o.MEAN, o.SUM, o.REDUCE_MAX, o.REDUCE_MIN,
+                      o.REDUCE_PROD})
 #: Runtimes whose kernels skip zero weights (edgeforge's generated C).
 SPARSE_RUNTIMES = frozenset({"native"})
 _IDX = {name: i for i, name in enumerate(FEATURES)}

@@ -11,6 +11,7 @@ from edgeforge.compress.apply import Compressed
 from edgeforge.compress.layers import WeightLayer
 from edgeforge.model.tflite import ModelInfo
 from edgeforge.native.sparse import dense_bytes
+from edgeforge.runtimes import Runtime
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class FlashModel:
 
     @property
     def basis(self) -> str:
-        if self.runtime == "native":
+        if Runtime(self.runtime).generates_c:
             return ("exact: weights as the native emitter stores them (filters dense or sparse, whichever is "
                     "smaller) plus biases; requantization tables and kernel code are in the linked image")
         return "exact: filters as stored in the .tflite (int4 packed, pruned weights stored dense) plus the rest of the flatbuffer"
@@ -47,7 +48,7 @@ class FlashModel:
         layer = self.layers[op_index]
         values, bits = (layer.values, 8) if comp is None else (comp.values, comp.bits)
         int8 = dense_bytes(values.size, 8)
-        if self.runtime == "native":
+        if Runtime(self.runtime).generates_c:
             from edgeforge.native.sparse import weight_storage  # the emitter's own rule
 
             ws = weight_storage(values, bits, layer.op)
@@ -83,6 +84,11 @@ class CandidateCost:
         return {"flash_bytes": self.flash_bytes, "ram_bytes": self.ram_bytes,
                 "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 3),
                 "saved": {"int4_bytes": self.int4_saved_bytes, "sparsity_bytes": self.sparsity_saved_bytes}}
+
+
+#: what building a latency model raises for a target profile without the data it needs (a profile given as a
+#: dict without ``perf`` / ``hardware.clock_mhz``, or with a value that is not a number); anything else is a bug
+NO_COST_MODEL = (KeyError, ValueError)
 
 
 class LatencyEstimator:

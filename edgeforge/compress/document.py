@@ -9,6 +9,7 @@ from typing import Any
 from edgeforge.compress.layers import WeightLayer
 from edgeforge.compress.recipe import LayerChoice
 from edgeforge.compress.search import Candidate, SearchResult
+from edgeforge.ops import CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED
 from edgeforge.target.schema import Budget
 
 
@@ -41,7 +42,7 @@ def candidate_json(c: Candidate, layers: list[WeightLayer], names: Mapping[int, 
     }
 
 
-_SHORT = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "dw", "FULLY_CONNECTED": "fc"}
+_SHORT = {CONV_2D: "conv", DEPTHWISE_CONV_2D: "dw", FULLY_CONNECTED: "fc"}
 
 
 def layer_names(layers: list[WeightLayer]) -> dict[int, str]:

@@ -20,6 +20,7 @@ from edgeforge.evaluate import Accuracy
 from edgeforge.events import Reporter
 from edgeforge.model.tflite import ModelInfo, read_tflite
 from edgeforge.target.schema import Budget, Target
+from edgeforge.runtimes import Runtime
 
 SEARCH_MODES = ("auto", "always", "never")
 
@@ -56,17 +57,17 @@ class Outcome:
 def base_flash(info: ModelInfo, model: bytes, runtime: str) -> int:
     """Model flash of the uncompressed int8 model: its weights for the native runtime (what the
     emitter stores: filters and biases), the flatbuffer for interpreters."""
-    return info.weight_bytes if runtime == "native" else len(model)
+    return len(model) if Runtime(runtime).flash_holds_flatbuffer else info.weight_bytes
 
 
 def wanted(opts: SearchOptions, runtime: str, scheme: str, flash: int, latency_ms: float | None,
            budget: Budget) -> bool:
     if opts.recipe is not None or opts.mode == "always":
         return True
-    if opts.mode == "never" or scheme != "int8" or runtime == "litert":
+    if opts.mode == "never" or scheme != "int8" or runtime == Runtime.LITERT:
         return False
     # TFLite Micro runs pruned weights dense and int4 slower: per-layer compression cannot buy it latency
-    slow = runtime == "native" and latency_ms is not None and latency_ms > budget.latency_ms
+    slow = Runtime(runtime).skips_zero_weights and latency_ms is not None and latency_ms > budget.latency_ms
     return flash > budget.model_flash_bytes or slow
 
 
@@ -136,7 +137,7 @@ def scheme_search(variants: list[tuple[str, bytes, ModelInfo]], float_model: tup
     exactly (the .tflite is what ships). LiteRT's CPU kernels run weights dense, so per-layer pruning
     is not offered here."""
     from edgeforge.analyze import activation_peak
-    from edgeforge.compress.costs import CandidateCost, LatencyEstimator
+    from edgeforge.compress.costs import NO_COST_MODEL, CandidateCost, LatencyEstimator
     from edgeforge.compress.screen import Score
     from edgeforge.compress.search import binding_budget, budget_misses, verified_rank
     from edgeforge.evaluate import evaluate
@@ -147,7 +148,7 @@ def scheme_search(variants: list[tuple[str, bytes, ModelInfo]], float_model: tup
         acc = evaluate(float_model, model, info, "litert", val)
         try:
             latency: float | None = LatencyEstimator(target, "litert", info).ms({})
-        except Exception:
+        except NO_COST_MODEL:
             latency = None
         cost = CandidateCost(len(model), activation_peak(info), latency, 0, 0)
         cand = Candidate(f"c{k:02d}", Recipe(scheme), "scheme", model, cost, {}, Score(acc.top1, acc.sqnr_db, 0.0), acc)

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from edgeforge.compress.apply import INT4_MAX, prune_mask
+from edgeforge.ops import CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED
 from edgeforge.compress.layers import WeightLayer, weight_layers
 from edgeforge.compress.recipe import LayerChoice, Recipe
 from edgeforge.data import Dataset, float_view
@@ -92,7 +93,7 @@ _LAYOUTS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarr
     "io": (_io, lambda t, s: t.T, 1),
 }
 
-DW, CONV, FC = "DEPTHWISE_CONV_2D", "CONV_2D", "FULLY_CONNECTED"
+DW, CONV, FC = DEPTHWISE_CONV_2D, CONV_2D, FULLY_CONNECTED
 # Keras layer class (either Keras 3 or tf_keras) -> its kernels: (attributes to try, layout, TFLite op)
 _KERNELS: dict[str, tuple[tuple[tuple[str, ...], str, str], ...]] = {
     "Dense": ((("kernel",), "io", FC),),
@@ -272,7 +273,7 @@ class _Target:
     @property
     def qaxes(self) -> tuple[int, ...] | None:
         # the granularity apply.py gives int4 filters: the source's, but one scale for FULLY_CONNECTED
-        per_tensor = bool(np.all(self.layer.scales == self.layer.scales[0])) or self.layer.op == "FULLY_CONNECTED"
+        per_tensor = bool(np.all(self.layer.scales == self.layer.scales[0])) or self.layer.op == FULLY_CONNECTED
         return None if per_tensor else self.ref.out_axes
 
     def compute_mask(self, sparsity: float) -> np.ndarray:

@@ -11,8 +11,8 @@ import numpy as np
 from edgeforge.analyze import op_macs
 from edgeforge.model.rewrite import unpack_int4
 from edgeforge.model.tflite import ModelInfo, constant_data
+from edgeforge.ops import DEPTHWISE_CONV_2D, FULLY_CONNECTED, WEIGHT_OPS  # noqa: F401 (WEIGHT_OPS: re-exported)
 
-WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def weight_layers(model: bytes, info: ModelInfo) -> list[WeightLayer]:
         raw = constant_data(model, f.index)
         values = unpack_int4(raw.view(np.uint8), f.elements) if f.dtype == "int4" else raw.view(np.int8)
         values = values.reshape(f.shape)
-        axis = f.quantized_dimension if len(f.scale) > 1 else (3 if op.op == "DEPTHWISE_CONV_2D" else 0)
+        axis = f.quantized_dimension if len(f.scale) > 1 else (3 if op.op == DEPTHWISE_CONV_2D else 0)
         scales = np.asarray(f.scale, dtype=np.float64)
         if scales.size == 1:
             scales = np.full(f.shape[axis], scales[0])
@@ -104,9 +104,9 @@ def input_means(model: bytes, info: ModelInfo, layers: list[WeightLayer], x: np.
 def output_error(layer: WeightLayer, delta: np.ndarray, mean_in: np.ndarray) -> np.ndarray:
     """Expected change of each output channel (real units) when the filter changes by ``delta``
     (real units) and the layer's input has per-channel mean ``mean_in``."""
-    if layer.op == "DEPTHWISE_CONV_2D":  # [1, H, W, C*M]: output channel c reads input channel c // M
+    if layer.op == DEPTHWISE_CONV_2D:  # [1, H, W, C*M]: output channel c reads input channel c // M
         mult = delta.shape[3] // mean_in.size
         return delta.sum(axis=(0, 1, 2)) * np.repeat(mean_in, mult)
-    if layer.op == "FULLY_CONNECTED":  # [out, in]
+    if layer.op == FULLY_CONNECTED:  # [out, in]
         return delta.reshape(delta.shape[0], -1) @ np.resize(mean_in, delta.shape[-1])
     return np.einsum("ohwi,i->o", delta, mean_in)  # CONV_2D [O, H, W, I]

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgeforge.compress.apply import Compressed, apply_recipe, compress_layer
-from edgeforge.compress.costs import CandidateCost, FlashModel, LatencyEstimator, Storage
+from edgeforge.compress.costs import NO_COST_MODEL, CandidateCost, FlashModel, LatencyEstimator, Storage
 from edgeforge.compress.layers import WeightLayer, input_means
 from edgeforge.compress.recipe import DENSE_INT8, LayerChoice, Recipe, SearchSpace
 from edgeforge.compress.screen import Score, Screener, verify
@@ -30,6 +30,7 @@ from edgeforge.evaluate import Accuracy
 from edgeforge.events import NullReporter, Reporter
 from edgeforge.model.tflite import ModelInfo, read_tflite
 from edgeforge.target.schema import Budget
+from edgeforge.runtimes import Runtime
 
 BUDGET_KEYS = ("model_flash_bytes", "model_ram_bytes", "latency_ms", "max_accuracy_drop")
 
@@ -92,7 +93,7 @@ class Search:
         self.flash = FlashModel(inp.runtime, inp.layers, inp.base_flash)
         try:
             self.latency: LatencyEstimator | None = LatencyEstimator(inp.target, inp.runtime, inp.info)
-        except Exception as exc:  # a target without a cost model still gets a search, without latency
+        except NO_COST_MODEL as exc:  # a target without a cost model still gets a search, without latency
             self.rep.detail(f"no latency model: {exc}")
             self.latency = None
         self.cache: dict[tuple[int, LayerChoice], Compressed] = {}
@@ -144,7 +145,7 @@ class Search:
             return self.by_key[recipe.key]
         model = apply_recipe(self.inp.model, self.inp.layers, recipe, self.cache, self.means)
         cost, stored = self.cost(recipe)
-        if self.inp.runtime != "native":  # the flatbuffer itself is what goes to flash: exact size
+        if Runtime(self.inp.runtime).flash_holds_flatbuffer:  # the flatbuffer itself is what goes to flash: exact size
             cost = replace(cost, flash_bytes=len(model), ram_bytes=self._ram(recipe, model))
         cand = Candidate(f"c{len(self.candidates):02d}", recipe, kind, model, cost, stored,
                          self.screener.score(model))
@@ -299,7 +300,7 @@ class Search:
             self.rep.stage(f"fine-tuning {cand.id} ({k}/{len(picks)}): {cand.recipe.summary()}")
             model = self.inp.finetune(cand.recipe)
             recipe = Recipe(f"{cand.recipe.name}, fine-tuned", cand.recipe.layers)
-            cost = replace(cand.cost, flash_bytes=self.flash.measure(model)) if self.inp.runtime == "native" \
+            cost = replace(cand.cost, flash_bytes=self.flash.measure(model)) if Runtime(self.inp.runtime).generates_c \
                 else replace(cand.cost, flash_bytes=len(model))
             ft = Candidate(f"c{len(self.candidates):02d}", recipe, "fine-tuned", model, cost, cand.storage,
                            self.screener.score(model))
@@ -369,11 +370,11 @@ class Search:
         notes = ["post-training only: no --train data was given, so pruned and int4 layers are not fine-tuned"
                  if self.inp.finetune is None else f"{self.inp.training}; the post-training candidates are kept "
                  "in the table for comparison"]
-        if self.inp.runtime == "tflm":
+        if self.inp.runtime == Runtime.TFLM:
             notes.append("TFLite Micro stores and runs pruned weights dense: sparsity saves no flash or time "
                          "with the tflm runtime (build with --runtime native to exploit it); int4 halves filter "
                          "flash but TFLM unpacks int4 filters into an int8 scratch buffer (counted in RAM)")
-        elif self.inp.runtime == "native":
+        elif self.inp.runtime == Runtime.NATIVE:
             notes.append("native runtime: pruned filters are stored sparse when that is smaller and their "
                          "kernels skip zero weights (bit-exact with the dense result)")
         if self.inp.val.y is None:

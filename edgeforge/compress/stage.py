@@ -20,6 +20,7 @@ from edgeforge.events import NullReporter, Reporter
 from edgeforge.model.tflite import read_tflite
 from edgeforge.native.stage import native_stage
 from edgeforge.target.schema import Budget, Target
+from edgeforge.runtimes import Runtime
 
 if TYPE_CHECKING:
     from edgeforge.build import BuildOptions, Prepared
@@ -31,10 +32,10 @@ def maybe_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val: 
     returns the outcome and what the build continues from."""
     from edgeforge import build as pipeline
     from edgeforge.compress import driver
-    from edgeforge.compress.costs import LatencyEstimator
+    from edgeforge.compress.costs import NO_COST_MODEL, LatencyEstimator
 
     runtime = prepared.runtime
-    if runtime == "litert":
+    if runtime == Runtime.LITERT:
         return scheme_search(model_path, prepared, ds, val, target, opts, budget, reporter)
     if prepared.scheme != "int8":
         if opts.search.recipe is not None or opts.search.mode == "always":
@@ -43,7 +44,7 @@ def maybe_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val: 
         return None, prepared
     try:
         latency = LatencyEstimator(target, runtime, prepared.info).ms({})
-    except Exception:  # no cost model for this target: latency cannot trigger a search
+    except NO_COST_MODEL:  # no cost model for this target: latency cannot trigger a search
         latency = None
     flash = driver.base_flash(prepared.info, prepared.model, runtime)
     if not driver.wanted(opts.search, runtime, prepared.scheme, flash, latency, budget):
@@ -56,7 +57,7 @@ def maybe_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val: 
         reporter.stage(f"applying recipe {opts.search.recipe}")
         return driver.replay(prepared.model, prepared.info, opts.search.recipe, ds, finetune), prepared
     val = val if val is not None else ds
-    if runtime == "native":
+    if Runtime(runtime).generates_c:
         reporter.stage("planning the int8 model's native image (RAM for the search)")
         base = native_stage(prepared.info, prepared.model, target, pipeline.base_context(prepared, target),
                             opts.single_rounding)
@@ -148,7 +149,7 @@ def measurer(target: Target, opts: BuildOptions) -> Callable[[bytes], float] | N
     board = opts.search.measure_board
     if board is None:
         return None
-    if (opts.runtime or target.runtime) != "native":
+    if not Runtime(opts.runtime or target.runtime).generates_c:
         raise UsageError("--measure benchmarks native builds", "add --runtime native")
     from edgeforge import build as pipeline
     from edgeforge.compress.measure import measure_latency_ms

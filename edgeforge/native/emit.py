@@ -4,7 +4,6 @@ the kernel library."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +11,7 @@ import numpy as np
 
 from edgeforge.emit.render import render
 from edgeforge.model.tflite import ModelInfo
+from edgeforge.native.csource import render_call
 from edgeforge.native.ir import ConstArray, FilterStorage, KernelCall
 from edgeforge.native.planner import Plan, plan, tflm_like
 from edgeforge.resources import data_dir
@@ -20,7 +20,6 @@ Files = dict[str, bytes]
 
 _CTYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t", "float32": "float",
            "bool": "uint8_t", "int64": "int64_t"}
-_PLACEHOLDER = re.compile(r"\{T(\d+)\}")
 
 
 @dataclass(frozen=True)
@@ -63,20 +62,26 @@ class NativeModel:
     const_bytes: int  # every constant array in flash (filters as stored: sparse where that is smaller)
     single_rounding: bool
     weights: WeightAccount = WeightAccount(())
+    fusion_declined: tuple[str, ...] = ()  # why candidate CONV_2D -> ADD pairs stayed unfused (shown at -v)
 
 
 def prepare_native(info: ModelInfo, model: bytes, single_rounding: bool = False) -> NativeModel:
     """Lower every op (UnsupportedOpError for one the native runtime lacks) and plan the arena."""
     from edgeforge.native.fuse import fuse_residual_adds
     from edgeforge.native.lower import lower
+    from edgeforge.native.verify import verify_plan
 
     unfused = lower(info, model, single_rounding)
-    calls = fuse_residual_adds(unfused, info)
+    fusion = fuse_residual_adds(unfused, info)
+    calls = fusion.calls
+    arena = plan(calls, info)
+    verify_plan(arena, calls, info)  # a wrong plan stops the build here (InternalError), never ships
     consts = {c.name: c for call in calls for c in call.consts}
     filters = {f.name: f for call in calls for f in call.filters}
     # TFLM's figure is for the model as it is: one buffer per op output, no fusion
-    return NativeModel(tuple(calls), plan(calls, info), tflm_like(unfused, info),
-                       sum(c.nbytes for c in consts.values()), single_rounding, WeightAccount(tuple(filters.values())))
+    return NativeModel(tuple(calls), arena, tflm_like(unfused, info),
+                       sum(c.nbytes for c in consts.values()), single_rounding, WeightAccount(tuple(filters.values())),
+                       tuple(str(d) for d in fusion.declined))
 
 
 def _rows(values: np.ndarray, ctype: str, per_row: int = 16) -> list[str]:
@@ -104,16 +109,15 @@ def _io(info: ModelInfo, index: int, offset: int) -> dict[str, Any]:
             "scale": repr(t.scale[0]) if t.scale else "1.0", "zero_point": t.zero_point[0] if t.zero_point else 0}
 
 
-def _substitute(call: KernelCall, info: ModelInfo, p: Plan, step: int) -> str:
-    def pointer(m: re.Match[str]) -> str:
-        t = int(m.group(1))
+def _code(call: KernelCall, info: ModelInfo, p: Plan, step: int) -> str:
+    """The call's C with every tensor at its planned arena offset."""
+
+    def pointer(t: int) -> str:
         ctype = _CTYPES.get(info.tensors[t].dtype, "uint8_t")
         return f"(({ctype}*)(ef_arena + {p.offsets[t]}))"
 
-    code = _PLACEHOLDER.sub(pointer, call.code)
-    if "{S}" in code:
-        code = code.replace("{S}", f"(ef_arena + {p.scratch_offsets[step]})")
-    return code
+    scratch = f"(ef_arena + {p.scratch_offsets[step]})" if step in p.scratch_offsets else None
+    return render_call(call, pointer, scratch)
 
 
 def model_context(native: NativeModel, info: ModelInfo, base: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +132,7 @@ def model_context(native: NativeModel, info: ModelInfo, base: dict[str, Any]) ->
                       "out_bytes": info.tensors[out].nbytes if out is not None else 0,
                       "note": " (aliased: no code)" if aliased else (" (in place)" if call.inplace and
                       call.inputs and p.offsets.get(call.inputs[0]) == p.offsets.get(call.outputs[0]) else ""),
-                      "code": "" if aliased else _substitute(call, info, p, step)})
+                      "code": "" if aliased else _code(call, info, p, step)})
     seen: dict[str, ConstArray] = {}
     for call in native.calls:
         for c in call.consts:
@@ -165,7 +169,7 @@ def native_files(native: NativeModel, info: ModelInfo, base: dict[str, Any],
     for path in sorted(runtime.iterdir()):
         if path.suffix in (".c", ".h"):
             files[f"runtime/{path.name}"] = path.read_bytes()
-    if native.single_rounding:  # the parameters were generated for single rounding: the kernels must agree
-        files["runtime/ef_config.h"] = files["runtime/ef_config.h"].replace(
-            b"#define EF_SINGLE_ROUNDING 0 ", b"#define EF_SINGLE_ROUNDING 1 ")
+    # rendered from data: the kernels must round as the parameters were generated (firmware/runtime/ holds the
+    # same file for the default, for projects that compile the library directly)
+    files["runtime/ef_config.h"] = render("native/ef_config.h.j2", ctx)
     return files

@@ -1,24 +1,27 @@
-"""Op lowering for the native runtime: each TFLite op becomes one C statement calling the kernel
+"""Op lowering for the native runtime: each TFLite op becomes one typed ``KernelCall`` (``ir``) of the kernel
 library in ``firmware/runtime`` (``ef_kernels.h``), with every parameter TFLM computes at Prepare time
 precomputed here (``qparams``), so that the generated code reproduces TFLM's reference kernels bit for bit.
 
-``{T<i>}`` in a statement is tensor i's data pointer (filled in by the emitter), constants are
-``static const`` arrays named ``op<k>_<what>``. Kernel parameter structs are emitted as block-local
-``static const`` initialisers, so they live in flash and the shapes stay visible as literals.
+Constants become arrays named ``op<k>_<what>``; ``csource`` renders the calls as C.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 
+from edgeforge import ops
 from edgeforge.errors import ModelError, UnsupportedOpError
 from edgeforge.model.tflite import ModelInfo, OpInfo, TensorInfo, constant_data
 from edgeforge.native import qparams as qp
 from edgeforge.native import sparse
-from edgeforge.native.ir import ConstArray, FilterStorage, KernelCall
+from edgeforge.native.ir import (BinaryParams, ConstArray, Concat, Conv, ConvParams, Copy, Dequantize, FcParams,
+                                 FilterStorage, FullyConnected, KernelCall, Logistic, Mean, MeanParams, Operand,
+                                 Pad, PadParams, Piece, Pool, PoolParams, Quantize, Requantize, Softmax, Weights,
+                                 Binary, Kernel)
 from edgeforge.model.rewrite import unpack_int4
 
 HINT = "build with --runtime tflm"
@@ -62,17 +65,18 @@ class _Ctx:
     def data(self, t: TensorInfo) -> np.ndarray:
         return constant_data(self.model, t.index)
 
-    # -- C fragments -------------------------------------------------------------------------------
-    def const(self, what: str, ctype: str, values: np.ndarray | Sequence[int]) -> str:
+    # -- operands --------------------------------------------------------------------------------
+    def const(self, what: str, ctype: str, values: np.ndarray | Sequence[int]) -> ConstArray:
         name = f"op{self.op.index}_{what}"
         dtype = {"int8_t": np.int8, "uint8_t": np.uint8, "int16_t": np.int16, "int32_t": np.int32,
                  "float": np.float32}[ctype]
         arr = np.ascontiguousarray(np.asarray(values).astype(dtype).reshape(-1))
-        self.consts.append(ConstArray(name, ctype, arr))
-        return name
+        a = ConstArray(name, ctype, arr)
+        self.consts.append(a)
+        return a
 
-    def ptr(self, k: int, what: str | None = None) -> str:
-        """Read pointer for input k: ``{T<i>}`` or, for a constant input, a ``static const`` array."""
+    def ptr(self, k: int, what: str | None = None) -> Operand:
+        """Input k as an operand: its tensor index or, for a constant input, a constant array."""
         t = self.t(k)
         if t.is_constant:
             ctype = _CTYPE.get(t.dtype)
@@ -81,13 +85,13 @@ class _Ctx:
             return self.const(what or f"in{k}", ctype, self.data(t))
         if t.index not in self.reads:
             self.reads.append(t.index)
-        return f"{{T{t.index}}}"
+        return t.index
 
-    def optr(self, k: int = 0) -> str:
-        return f"{{T{self.op.outputs[k]}}}"
+    def optr(self, k: int = 0) -> int:
+        return self.op.outputs[k]
 
-    def call(self, code: str, *, inplace: bool = False, alias_only: bool = False) -> KernelCall:
-        return KernelCall(self.op.index, self.op.op, code, tuple(self.reads), tuple(self.op.outputs),
+    def call(self, kernel: Kernel, *, inplace: bool = False, alias_only: bool = False) -> KernelCall:
+        return KernelCall(self.op.index, self.op.op, kernel, tuple(self.reads), tuple(self.op.outputs),
                           tuple(self.consts), 0, inplace, alias_only, tuple(self.filters))
 
 
@@ -95,25 +99,17 @@ class _Ctx:
 # helpers
 
 
-def _struct(ctype: str, fields: dict[str, object]) -> str:
-    def lit(v: object) -> str:
-        if isinstance(v, (list, tuple)):
-            return "{" + ", ".join(lit(x) for x in v) + "}"
-        return _int_lit(int(v))  # type: ignore[call-overload]
-
-    body = ", ".join(f".{k} = {lit(v)}" for k, v in fields.items())
-    return f"static const {ctype} p = {{{body}}};"
-
-
-def _int_lit(v: int) -> str:
-    return "(-2147483647 - 1)" if v == -(1 << 31) else str(v)
-
-
-def _float_lit(v: float) -> str:
+def _scale(v: float) -> float:
+    """A quantization scale as the kernels will see it (float32)."""
     f = float(np.float32(v))
     if not math.isfinite(f):
         raise ModelError(f"non-finite quantization scale {v!r}", "re-export the model")
-    return f.hex() + "f"
+    return f
+
+
+def _four(v: Sequence[int]) -> tuple[int, int, int, int]:
+    a, b, c, d = (int(x) for x in v)
+    return a, b, c, d
 
 
 def _qparams(ctx: _Ctx, t: TensorInfo, role: str) -> tuple[float, int]:
@@ -148,11 +144,11 @@ def _pad_before(padding: int, size: int, k: int, stride: int, dil: int) -> int:
     return total // 2
 
 
-def _filter(ctx: _Ctx, k: int) -> tuple[TensorInfo, np.ndarray, str, str]:
-    """Constant filter: (tensor, int values (unpacked, flat), C array name, kernel suffix).
+def _filter(ctx: _Ctx, k: int) -> tuple[TensorInfo, np.ndarray, ConstArray, int, bool]:
+    """Constant filter: (tensor, int values (unpacked, flat), its array, bits, sparse).
 
-    The suffix names the kernel variant that reads the array: "_s8" (int8), "_s4" (packed int4), or
-    "_s8_sparse" / "_s4_sparse" when ``sparse.encode`` stores it sparse (strictly smaller than dense)."""
+    Bits and sparse pick the kernel variant that reads the array: int8, packed int4, and either of them
+    stored sparse when ``sparse.encode`` makes it strictly smaller than dense."""
     f = ctx.t(k)
     if not f.is_constant:
         raise ctx.err("with a non-constant filter")
@@ -164,21 +160,19 @@ def _filter(ctx: _Ctx, k: int) -> tuple[TensorInfo, np.ndarray, str, str]:
     is4 = f.dtype == "int4"
     values = unpack_int4(raw, f.elements) if is4 else raw.astype(np.int8).reshape(-1)
     bits = 4 if is4 else 8
-    if len(f.shape) == (2 if ctx.op.op == "FULLY_CONNECTED" else 4):
+    if len(f.shape) == (2 if ctx.op.op == ops.FULLY_CONNECTED else 4):
         storage, blob = sparse.encode(values.reshape(f.shape), bits, ctx.op.op)
     else:  # the op's lowering rejects the shape
         storage, blob = sparse.WeightStorage(sparse.DENSE, sparse.dense_bytes(f.elements, bits),
                                              sparse.dense_bytes(f.elements, bits)), None
-    suffix = "_s4" if is4 else "_s8"
     if blob is not None:
-        name = ctx.const("filter", "uint8_t", blob)
-        suffix += "_sparse"
+        arr = ctx.const("filter", "uint8_t", blob)
     elif is4:
-        name = ctx.const("filter", "uint8_t", raw[: (f.elements + 1) // 2])
+        arr = ctx.const("filter", "uint8_t", raw[: (f.elements + 1) // 2])
     else:
-        name = ctx.const("filter", "int8_t", raw)
-    ctx.filters.append(FilterStorage(name, ctx.op.index, ctx.op.op, bits, f.elements, storage))
-    return f, values, name, suffix
+        arr = ctx.const("filter", "int8_t", raw)
+    ctx.filters.append(FilterStorage(arr.name, ctx.op.index, ctx.op.op, bits, f.elements, storage))
+    return f, values, arr, bits, blob is not None
 
 
 def _bias(ctx: _Ctx, k: int, channels: int) -> np.ndarray | None:
@@ -195,9 +189,9 @@ def _bias(ctx: _Ctx, k: int, channels: int) -> np.ndarray | None:
     return data
 
 
-def _bias_arg(ctx: _Ctx, bias: np.ndarray | None) -> str:
+def _bias_arg(ctx: _Ctx, bias: np.ndarray | None) -> ConstArray | None:
     if bias is None:
-        return "NULL"
+        return None
     if bias.min() < -(1 << 31) or bias.max() >= 1 << 31:
         raise ctx.err("with a folded bias outside int32")
     return ctx.const("bias", "int32_t", bias)
@@ -214,7 +208,7 @@ def _conv(ctx: _Ctx, depthwise: bool) -> KernelCall:
     s_out, z_out = _qparams(ctx, y, "output")
     if len(x.shape) != 4 or len(y.shape) != 4:
         raise ctx.err("with a non-4-D input or output")
-    f, w, fname, suffix = _filter(ctx, 1)
+    f, w, farr, bits, is_sparse = _filter(ctx, 1)
     if len(f.shape) != 4:
         raise ctx.err("with a non-4-D filter")
     o = ctx.op.options
@@ -255,17 +249,14 @@ def _conv(ctx: _Ctx, depthwise: bool) -> KernelCall:
         folded = (bias if bias is not None else np.zeros(oc, np.int64)) - z_in * wsum
         if folded.min() >= -(1 << 31) and folded.max() < 1 << 31:
             bias, in_offset = folded, 0
-    bname = _bias_arg(ctx, bias)
-    mname = ctx.const("mult", "int32_t", mults)
-    shname = ctx.const("shift", "int32_t", shifts)
-    params = _struct("ef_conv_params", {
-        "batches": n, "in_h": ih, "in_w": iw, "in_c": ic, "out_h": oh, "out_w": ow, "out_c": oc,
-        "k_h": kh, "k_w": kw, "filter_in_c": fic, "stride_h": sh, "stride_w": sw, "dil_h": dh, "dil_w": dw,
-        "pad_h": pad_h, "pad_w": pad_w, "in_offset": in_offset, "out_offset": z_out,
-        "act_min": act_min, "act_max": act_max})
-    fn = ("ef_dwconv2d" if depthwise else "ef_conv2d") + suffix
-    xin = ctx.ptr(0)
-    return ctx.call(f"{{ {params} {fn}(&p, {xin}, {fname}, {bname}, {mname}, {shname}, {ctx.optr()}); }}")
+    barr = _bias_arg(ctx, bias)
+    weights = Weights(farr, bits, is_sparse, barr, ctx.const("mult", "int32_t", mults),
+                      ctx.const("shift", "int32_t", shifts))
+    params = ConvParams(
+        batches=n, in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, out_c=oc, k_h=kh, k_w=kw, filter_in_c=fic,
+        stride_h=sh, stride_w=sw, dil_h=dh, dil_w=dw, pad_h=pad_h, pad_w=pad_w, in_offset=in_offset,
+        out_offset=z_out, act_min=act_min, act_max=act_max)
+    return ctx.call(Conv(params, depthwise, ctx.ptr(0), weights, ctx.optr()))
 
 
 def _fully_connected(ctx: _Ctx) -> KernelCall:
@@ -275,8 +266,8 @@ def _fully_connected(ctx: _Ctx) -> KernelCall:
     s_out, z_out = _qparams(ctx, y, "output")
     if int(ctx.op.options.get("weightsFormat", 0)) != 0:
         raise ctx.err("with shuffled weights")
-    f, w, fname, suffix = _filter(ctx, 1)
-    is4 = suffix.startswith("_s4")
+    f, w, farr, bits, is_sparse = _filter(ctx, 1)
+    is4 = bits == 4
     if len(f.shape) != 2:
         raise ctx.err("with a non-2-D filter")
     out_depth, depth = f.shape
@@ -303,18 +294,15 @@ def _fully_connected(ctx: _Ctx) -> KernelCall:
         folded = (bias if bias is not None else np.zeros(out_depth, np.int64)) - z_in * wsum
         if folded.min() >= -(1 << 31) and folded.max() < 1 << 31:
             bias, in_offset = folded, 0
-    bname = _bias_arg(ctx, bias)
-    mname = ctx.const("mult", "int32_t", mults)
-    shname = ctx.const("shift", "int32_t", shifts)
-    params = _struct("ef_fc_params", {
-        "batches": batches, "in_depth": depth, "out_depth": out_depth, "per_channel": int(per_channel),
-        "in_offset": in_offset, "out_offset": z_out, "act_min": act_min, "act_max": act_max})
-    fn = "ef_fc" + suffix
-    xin = ctx.ptr(0)
-    return ctx.call(f"{{ {params} {fn}(&p, {xin}, {fname}, {bname}, {mname}, {shname}, {ctx.optr()}); }}")
+    barr = _bias_arg(ctx, bias)
+    weights = Weights(farr, bits, is_sparse, barr, ctx.const("mult", "int32_t", mults),
+                      ctx.const("shift", "int32_t", shifts))
+    params = FcParams(batches=batches, in_depth=depth, out_depth=out_depth, per_channel=int(per_channel),
+                      in_offset=in_offset, out_offset=z_out, act_min=act_min, act_max=act_max)
+    return ctx.call(FullyConnected(params, ctx.ptr(0), weights, ctx.optr()))
 
 
-def _pool(ctx: _Ctx, kind: str) -> KernelCall:
+def _pool(ctx: _Ctx, kind: Literal["avg", "max"]) -> KernelCall:
     x = ctx.t(0)
     y = ctx.out()
     s_in, z_in = _qparams(ctx, x, "input")
@@ -332,12 +320,11 @@ def _pool(ctx: _Ctx, kind: str) -> KernelCall:
     if oc != c:
         raise ctx.err("with different input and output depth")
     act_min, act_max = _activation(ctx, s_out, z_out)
-    params = _struct("ef_pool_params", {
-        "batches": n, "in_h": ih, "in_w": iw, "channels": c, "out_h": oh, "out_w": ow, "k_h": kh, "k_w": kw,
-        "stride_h": sh, "stride_w": sw, "pad_h": _pad_before(padding, ih, kh, sh, 1),
-        "pad_w": _pad_before(padding, iw, kw, sw, 1), "act_min": act_min, "act_max": act_max})
-    xin = ctx.ptr(0)
-    return ctx.call(f"{{ {params} ef_{kind}pool_s8(&p, {xin}, {ctx.optr()}); }}")
+    params = PoolParams(
+        batches=n, in_h=ih, in_w=iw, channels=c, out_h=oh, out_w=ow, k_h=kh, k_w=kw, stride_h=sh, stride_w=sw,
+        pad_h=_pad_before(padding, ih, kh, sh, 1), pad_w=_pad_before(padding, iw, kw, sw, 1), act_min=act_min,
+        act_max=act_max)
+    return ctx.call(Pool(params, kind, ctx.ptr(0), ctx.optr()))
 
 
 def _broadcast_4d(ctx: _Ctx, a: tuple[int, ...], b: tuple[int, ...],
@@ -377,32 +364,26 @@ def _broadcast_4d(ctx: _Ctx, a: tuple[int, ...], b: tuple[int, ...],
     return shape, sa, sb
 
 
-def _binary(ctx: _Ctx, kind: str) -> KernelCall:
+def _binary(ctx: _Ctx, kind: Literal["add", "mul"]) -> KernelCall:
     a, b, y = ctx.t(0), ctx.t(1), ctx.out()
     s1, z1 = _qparams(ctx, a, "input")
     s2, z2 = _qparams(ctx, b, "input")
     s_out, z_out = _qparams(ctx, y, "output")
     shape, st1, st2 = _broadcast_4d(ctx, a.shape, b.shape, y.shape)
     act_min, act_max = _activation(ctx, s_out, z_out)
-    fields: dict[str, object] = {"shape": shape, "stride1": st1, "stride2": st2, "in1_offset": -z1,
-                                 "in2_offset": -z2, "out_offset": z_out}
     if kind == "add":
         try:
             ap = qp.add_params(s1, s2, s_out, ctx.sr)
         except ValueError as exc:
             raise ctx.err(f"with these scales ({exc})") from None
-        fields.update({"left_shift": ap.left_shift, "in1_mult": ap.in1_mult, "in1_shift": ap.in1_shift,
-                       "in2_mult": ap.in2_mult, "in2_shift": ap.in2_shift, "out_mult": ap.out_mult,
-                       "out_shift": ap.out_shift})
+        mults = (ap.left_shift, ap.in1_mult, ap.in1_shift, ap.in2_mult, ap.in2_shift, ap.out_mult, ap.out_shift)
     else:
         m, e = qp.mul_multiplier(s1, s2, s_out, ctx.sr)
-        fields.update({"left_shift": 0, "in1_mult": 0, "in1_shift": 0, "in2_mult": 0, "in2_shift": 0,
-                       "out_mult": m, "out_shift": e})
-    fields.update({"act_min": act_min, "act_max": act_max})
-    params = _struct("ef_binary_params", fields)
+        mults = (0, 0, 0, 0, 0, m, e)
+    params = BinaryParams(_four(shape), _four(st1), _four(st2), -z1, -z2, z_out, *mults, act_min, act_max)
     p1, p2 = ctx.ptr(0), ctx.ptr(1)
     inplace = not a.is_constant and tuple(a.shape) == tuple(y.shape)
-    return ctx.call(f"{{ {params} ef_{kind}_s8(&p, {p1}, {p2}, {ctx.optr()}); }}", inplace=inplace)
+    return ctx.call(Binary(params, kind, p1, p2, ctx.optr()), inplace=inplace)
 
 
 def _softmax(ctx: _Ctx) -> KernelCall:
@@ -418,29 +399,26 @@ def _softmax(ctx: _Ctx) -> KernelCall:
         raise ctx.err(f"with this input scale ({exc})") from None
     depth = x.shape[-1] if x.shape else 1
     rows = x.elements // max(depth, 1)
-    xin = ctx.ptr(0)
-    return ctx.call(f"ef_softmax_s8({xin}, {ctx.optr()}, {rows}, {depth}, {sp.mult}, {sp.left_shift}, "
-                    f"{sp.diff_min});", inplace=True)
+    return ctx.call(Softmax(ctx.ptr(0), ctx.optr(), rows, depth, sp.mult, sp.left_shift, sp.diff_min),
+                    inplace=True)
 
 
-def _logistic(ctx: _Ctx, kind: str) -> KernelCall:
+def _logistic(ctx: _Ctx, kind: Literal["logistic", "tanh"]) -> KernelCall:
     x, y = ctx.t(0), ctx.out()
     s_in, z_in = _qparams(ctx, x, "input")
     _, z_out = _qparams(ctx, y, "output")
     if kind == "logistic" and z_out != -128:
         raise ctx.err("with an output zero point other than -128 (TFLM requires it)")
     lp = qp.logistic_params(s_in)
-    xin = ctx.ptr(0)
-    return ctx.call(f"ef_{kind}_s8({xin}, {ctx.optr()}, {x.elements}, {z_in}, {_int_lit(lp.mult)}, "
-                    f"{lp.left_shift}, {lp.radius});", inplace=True)
+    return ctx.call(Logistic(kind, ctx.ptr(0), ctx.optr(), x.elements, z_in, lp.mult, lp.left_shift, lp.radius),
+                    inplace=True)
 
 
 def _reshape(ctx: _Ctx) -> KernelCall:
     x, y = ctx.t(0), ctx.out()
     if x.nbytes != y.nbytes or x.dtype != y.dtype:
         raise ctx.err(f"from {x.dtype}{list(x.shape)} to {y.dtype}{list(y.shape)}")
-    xin = ctx.ptr(0)
-    return ctx.call(f"memcpy({ctx.optr()}, {xin}, {y.nbytes});", alias_only=True)
+    return ctx.call(Copy(ctx.ptr(0), ctx.optr(), y.nbytes), alias_only=True)
 
 
 def _mean(ctx: _Ctx) -> KernelCall:
@@ -472,10 +450,8 @@ def _mean(ctx: _Ctx) -> KernelCall:
     zn = z_in * n
     if not -(1 << 31) <= zn < 1 << 31:
         raise ctx.err("over too many elements")
-    params = _struct("ef_mean_params", {"shape": shape, "reduce": reduce, "in_zp_times_n": zn, "mult": m,
-                                         "shift": e, "out_zp": z_out})
-    xin = ctx.ptr(0)
-    return ctx.call(f"{{ {params} ef_mean_s8(&p, {xin}, {ctx.optr()}); }}")
+    params = MeanParams(_four(shape), _four(reduce), zn, m, e, z_out)
+    return ctx.call(Mean(params, ctx.ptr(0), ctx.optr()))
 
 
 def _pad(ctx: _Ctx) -> KernelCall:
@@ -503,9 +479,8 @@ def _pad(ctx: _Ctx) -> KernelCall:
     for i in range(4):
         if outs[i] != ins[i] + before[i] + (int(pads[i - 4 + rank, 1]) if i >= 4 - rank else 0):
             raise ctx.err(f"with output {list(y.shape)} not matching input {list(x.shape)} and paddings")
-    params = _struct("ef_pad_params", {"in_shape": ins, "out_shape": outs, "before": before, "pad_value": value})
-    xin = ctx.ptr(0)
-    return ctx.call(f"{{ {params} ef_pad_s8(&p, {xin}, {ctx.optr()}); }}")
+    params = PadParams(_four(ins), _four(outs), _four(before), value)
+    return ctx.call(Pad(params, ctx.ptr(0), ctx.optr()))
 
 
 def _concat(ctx: _Ctx) -> KernelCall:
@@ -526,7 +501,7 @@ def _concat(ctx: _Ctx) -> KernelCall:
     outer = math.prod(y.shape[:axis])
     inner = math.prod(y.shape[axis + 1 :]) * item
     pitch = y.shape[axis] * inner
-    stmts = []
+    pieces = []
     off = 0
     for k in range(len(ctx.op.inputs)):
         t = ctx.t(k)
@@ -539,12 +514,11 @@ def _concat(ctx: _Ctx) -> KernelCall:
         chunk = t.shape[axis] * inner
         src = ctx.ptr(k)
         if chunk > 0 and outer > 0:
-            stmts.append(f"ef_copy_strided((uint8_t*){ctx.optr()} + {off}, (const uint8_t*){src}, {outer}, "
-                         f"{chunk}, {pitch});")
+            pieces.append(Piece(src, off, outer, chunk, pitch))
         off += chunk
     if off != pitch:
         raise ctx.err("with input shapes that do not add up to the output shape")
-    return ctx.call("{ " + " ".join(stmts) + " }")
+    return ctx.call(Concat(ctx.optr(), tuple(pieces)))
 
 
 def _quantize(ctx: _Ctx) -> KernelCall:
@@ -552,12 +526,11 @@ def _quantize(ctx: _Ctx) -> KernelCall:
     s_out, z_out = _qparams(ctx, y, "output")
     xin = ctx.ptr(0)
     if x.dtype == "float32":
-        return ctx.call(f"ef_quantize_f32_s8({xin}, {ctx.optr()}, {y.elements}, {_float_lit(s_out)}, {z_out});")
+        return ctx.call(Quantize(xin, ctx.optr(), y.elements, _scale(s_out), z_out))
     if x.dtype == "int8":
         s_in, z_in = _qparams(ctx, x, "input")
         m, e = qp.requantize_multiplier(s_in, s_out, ctx.sr)
-        return ctx.call(f"ef_requantize_s8({xin}, {ctx.optr()}, {y.elements}, {z_in}, {z_out}, {m}, {e});",
-                        inplace=True)
+        return ctx.call(Requantize(xin, ctx.optr(), y.elements, z_in, z_out, m, e), inplace=True)
     raise ctx.err(f"from {x.dtype} (float32 and int8 only)")
 
 
@@ -566,33 +539,33 @@ def _dequantize(ctx: _Ctx) -> KernelCall:
     s_in, z_in = _qparams(ctx, x, "input")
     if y.dtype != "float32":
         raise ctx.err(f"to {y.dtype} (float32 only)")
-    xin = ctx.ptr(0)
-    return ctx.call(f"ef_dequantize_s8_f32({xin}, {ctx.optr()}, {x.elements}, {_float_lit(s_in)}, {z_in});")
+    return ctx.call(Dequantize(ctx.ptr(0), ctx.optr(), x.elements, _scale(s_in), z_in))
 
 
 _LOWER: dict[str, Callable[[_Ctx], KernelCall]] = {
-    "CONV_2D": lambda c: _conv(c, depthwise=False),
-    "DEPTHWISE_CONV_2D": lambda c: _conv(c, depthwise=True),
-    "FULLY_CONNECTED": _fully_connected,
-    "AVERAGE_POOL_2D": lambda c: _pool(c, "avg"),
-    "MAX_POOL_2D": lambda c: _pool(c, "max"),
-    "ADD": lambda c: _binary(c, "add"),
-    "MUL": lambda c: _binary(c, "mul"),
-    "SOFTMAX": _softmax,
-    "LOGISTIC": lambda c: _logistic(c, "logistic"),
-    "TANH": lambda c: _logistic(c, "tanh"),
-    "RESHAPE": _reshape,
-    "SQUEEZE": _reshape,
-    "EXPAND_DIMS": _reshape,
-    "MEAN": _mean,
-    "PAD": _pad,
-    "PADV2": _pad,
-    "CONCATENATION": _concat,
-    "QUANTIZE": _quantize,
-    "DEQUANTIZE": _dequantize,
+    ops.CONV_2D: lambda c: _conv(c, depthwise=False),
+    ops.DEPTHWISE_CONV_2D: lambda c: _conv(c, depthwise=True),
+    ops.FULLY_CONNECTED: _fully_connected,
+    ops.AVERAGE_POOL_2D: lambda c: _pool(c, "avg"),
+    ops.MAX_POOL_2D: lambda c: _pool(c, "max"),
+    ops.ADD: lambda c: _binary(c, "add"),
+    ops.MUL: lambda c: _binary(c, "mul"),
+    ops.SOFTMAX: _softmax,
+    ops.LOGISTIC: lambda c: _logistic(c, "logistic"),
+    ops.TANH: lambda c: _logistic(c, "tanh"),
+    ops.RESHAPE: _reshape,
+    ops.SQUEEZE: _reshape,
+    ops.EXPAND_DIMS: _reshape,
+    ops.MEAN: _mean,
+    ops.PAD: _pad,
+    ops.PADV2: _pad,
+    ops.CONCATENATION: _concat,
+    ops.QUANTIZE: _quantize,
+    ops.DEQUANTIZE: _dequantize,
 }
+assert set(_LOWER) == set(ops.NATIVE_OPS), "the op registry (edgeforge/ops.py) and the lowering disagree"
 
-SUPPORTED_OPS = tuple(sorted(_LOWER))
+SUPPORTED_OPS = ops.NATIVE_OPS
 
 
 def lower(info: ModelInfo, model: bytes, single_rounding: bool = False) -> list[KernelCall]:

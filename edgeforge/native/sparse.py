@@ -46,11 +46,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeforge import ops
 from edgeforge.model.rewrite import pack_int4
 
 DENSE = "dense"
 SPARSE = "sparse_rows"
-OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+OPS = ops.WEIGHT_OPS
 #: rows longer than this are never stored sparse (the header is 16-bit)
 MAX_ROW = 65535
 #: depthwise taps per channel at most (the kernel decodes a channel's taps onto the stack: EF_SDW_MAXK)
@@ -88,16 +89,16 @@ def _check(values: np.ndarray, bits: int, op: str) -> None:
         raise ValueError(f"bits must be 8 or 4, not {bits}")
     if op not in OPS:
         raise ValueError(f"no weight storage for {op} (one of {', '.join(OPS)})")
-    if op == "FULLY_CONNECTED" and values.ndim < 1:
+    if op == ops.FULLY_CONNECTED and values.ndim < 1:
         raise ValueError("a FULLY_CONNECTED filter is [out, in]")
-    if op != "FULLY_CONNECTED" and values.ndim != 4:
+    if op != ops.FULLY_CONNECTED and values.ndim != 4:
         raise ValueError(f"a {op} filter is 4-D, not {list(values.shape)}")
 
 
 def rows(values: np.ndarray, op: str) -> np.ndarray:
     """The filter as [rows, K] (a view or a transposed copy), in the order the kernels read it."""
     v = np.asarray(values)
-    if op == "DEPTHWISE_CONV_2D":
+    if op == ops.DEPTHWISE_CONV_2D:
         return v.reshape(-1, v.shape[-1]).T
     if v.ndim == 0 or v.shape[0] == 0:
         return v.reshape(0, 0)
@@ -117,13 +118,13 @@ class _Layout:
 def _layout(r: np.ndarray, bits: int, op: str) -> _Layout | None:
     """Sizes of the sparse form of rows ``r`` (None when the format cannot hold it)."""
     R, K = r.shape
-    if R == 0 or K == 0 or K > MAX_ROW or (op == "DEPTHWISE_CONV_2D" and K > MAX_DW_TAPS):
+    if R == 0 or K == 0 or K > MAX_ROW or (op == ops.DEPTHWISE_CONV_2D and K > MAX_DW_TAPS):
         return None
     nnz = np.count_nonzero(r, axis=1).astype(np.int64)
     rowbytes = (K + 7) // 8
     unit = 1 if bits == 8 else 2  # value units (bytes or nibbles) per byte
     sparse_units = rowbytes * unit + nnz
-    if op == "DEPTHWISE_CONV_2D":
+    if op == ops.DEPTHWISE_CONV_2D:
         bitmap = (nnz > 0) & (sparse_units < K)
     else:
         bitmap = (nnz > 0) & (sparse_units * ROW_DEN <= K * ROW_NUM)
@@ -210,6 +211,6 @@ def decode(blob: np.ndarray, shape: tuple[int, ...], bits: int, op: str) -> np.n
     mask[entries == K] = True
     mask[is_bm] = bm.astype(bool)
     out[mask] = vals
-    if op == "DEPTHWISE_CONV_2D":
+    if op == ops.DEPTHWISE_CONV_2D:
         return out.T.reshape(shape)
     return out.reshape(shape)

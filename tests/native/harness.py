@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import struct
 import subprocess
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeforge.model.tflite import ModelInfo, read_tflite
+from edgeforge.native.csource import render_call
 from edgeforge.native.ir import KernelCall
 from edgeforge.native.lower import lower
 
@@ -97,7 +97,8 @@ class Program:
         lines: list[str] = [f"/* ---- model {k} ---- */"]
         used: set[int] = set(info.inputs) | set(info.outputs)
         for c in m.calls:
-            used.update(int(t) for t in re.findall(r"\{T(\d+)\}", c.code))
+            used.update(c.inputs)
+            used.update(c.outputs)
         for t in sorted(used):
             ti = info.tensors[t]
             ctype = _CTYPES[ti.dtype]
@@ -117,12 +118,8 @@ class Program:
                 lines.append(f"static const {a.ctype} m{k}_{a.name}[{max(len(a.values), 1)}] = {{{vals or '0'}}};")
         lines.append(f"static void run_m{k}(void) {{")
         for c in m.calls:
-            code = re.sub(r"\{T(\d+)\}",
-                          lambda mt: f"(({_CTYPES[info.tensors[int(mt.group(1))].dtype]}*)m{k}_t{mt.group(1)})",
-                          c.code)
-            code = code.replace("{S}", f"(m{k}_scratch)")
-            for a in c.consts:
-                code = re.sub(rf"\b{re.escape(a.name)}\b", f"m{k}_{a.name}", code)
+            code = render_call(c, lambda t: f"(({_CTYPES[info.tensors[t].dtype]}*)m{k}_t{t})", f"(m{k}_scratch)",
+                               lambda a: f"m{k}_{a.name}")
             lines.append(f"  /* op {c.op_index}: {c.op} */")
             lines.append(f"  {code}")
         lines.append("}")

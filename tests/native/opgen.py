@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 VERSION = 6  # bump when a generator changes
+GRAPHS = ("residual", "branch", "reshape_chain")  # small multi-op graphs (fusion and planner tests)
+GRAPHS_VERSION = 2  # bump when one of them changes
 
 KINDS = (
     "conv", "conv_dilated", "depthwise", "fc", "avgpool", "maxpool", "add", "mul", "add_const",
@@ -44,7 +46,8 @@ def _tf_version() -> str:
 
 
 def make_model(kind: str, seed: int) -> bytes:
-    key = hashlib.sha256(f"{VERSION}:{_tf_version()}:{kind}:{seed}".encode()).hexdigest()[:24]
+    version = f"{VERSION}" if kind not in GRAPHS else f"{VERSION}g{GRAPHS_VERSION}"
+    key = hashlib.sha256(f"{version}:{_tf_version()}:{kind}:{seed}".encode()).hexdigest()[:24]
     path = _cache_dir() / f"{kind}-{seed}-{key}.tflite"
     if path.exists():
         return path.read_bytes()
@@ -418,7 +421,63 @@ def _gen_transpose(rng: np.random.Generator) -> tuple[Any, list[Any]]:
     return f, [((1, int(rng.integers(2, 5)), int(rng.integers(2, 5))), _range(rng))]
 
 
+# ---- small graphs for fusion and the memory planner (fixed shapes: tests assert exact plans) ------------------
+
+
+def _conv(rng: np.random.Generator, x: Any, cout: int, k: int = 3) -> Any:
+    import tensorflow as tf
+
+    w = _weights(rng, (k, k, int(x.shape[-1]), cout), 3)
+    b = rng.normal(size=cout).astype(np.float32) * 0.1
+    return tf.nn.conv2d(x, w, strides=1, padding="SAME") + b
+
+
+def _gen_residual(rng: np.random.Generator) -> tuple[Any, list[Any]]:
+    """A stem conv and two residual-style joins on 1x8x8x8 tensors. Block 1: conv-relu-conv whose output only
+    feeds the skip ADD (fusable). Block 2: a conv plus a per-channel mean of its input (a broadcasting ADD of
+    different shapes: not fusable), then a global mean."""
+    import tensorflow as tf
+
+    def f(x):  # type: ignore[no-untyped-def]
+        s = tf.nn.relu(_conv(rng, x, 8))
+        a = tf.nn.relu(_conv(rng, s, 8))
+        y = tf.nn.relu(_conv(rng, a, 8) + s)
+        z = _conv(rng, y, 8) + tf.reduce_mean(y, axis=[1, 2], keepdims=True)
+        return tf.reduce_mean(z, axis=[1, 2])
+
+    return f, [((1, 8, 8, 8), (-1.0, 1.0))]
+
+
+def _gen_branch(rng: np.random.Generator) -> tuple[Any, list[Any]]:
+    """Two branches from one input joined by a CONCATENATION: a wide 1x1 conv (32 channels) and a narrow
+    chain (4 -> 4 channels); running the narrow chain first keeps the wide tensor alive for less time."""
+    import tensorflow as tf
+
+    def f(x):  # type: ignore[no-untyped-def]
+        wide = tf.nn.relu(_conv(rng, x, 32, k=1))
+        narrow = tf.nn.relu(_conv(rng, tf.nn.relu(_conv(rng, x, 4)), 4))
+        return tf.concat([wide, narrow], axis=-1)
+
+    return f, [((1, 6, 6, 8), (-1.0, 1.0))]
+
+
+def _gen_reshape_chain(rng: np.random.Generator) -> tuple[Any, list[Any]]:
+    """conv -> reshape -> fully connected -> reshape -> softmax -> reshape: reshapes alias their input."""
+    import tensorflow as tf
+
+    w = _weights(rng, (64, 12), 1)
+
+    def f(x):  # type: ignore[no-untyped-def]
+        c = tf.nn.relu(_conv(rng, x, 4))
+        h = tf.reshape(tf.matmul(tf.reshape(c, (1, 64)), w), (1, 3, 4))
+        return tf.reshape(tf.nn.softmax(h), (1, 12))
+
+    return f, [((1, 4, 4, 3), (-1.0, 1.0))]
+
+
 #: generators outside the property suite (make_model accepts them too)
-_EXTRA: dict[str, Callable[[np.random.Generator], Any]] = {"transpose": _gen_transpose}
+_EXTRA: dict[str, Callable[[np.random.Generator], Any]] = {
+    "transpose": _gen_transpose, "residual": _gen_residual, "branch": _gen_branch,
+    "reshape_chain": _gen_reshape_chain}
 assert set(_GENERATORS) == set(KINDS)
 _GENERATORS.update(_EXTRA)

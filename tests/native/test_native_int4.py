@@ -7,7 +7,6 @@ The converter cannot emit int4, so int8 models from opgen get their filter rewri
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,8 @@ from opgen import make_model
 from edgeforge.errors import UnsupportedOpError
 from edgeforge.model.tflite import read_tflite
 from edgeforge.model.rewrite import unpack_int4 as _unpack_int4
+from edgeforge.native.csource import weight_suffix
+from edgeforge.native.ir import Conv, FullyConnected
 from edgeforge.native.lower import lower
 
 COUNT = 24 if FULL else 8
@@ -80,10 +81,12 @@ def test_int4_filters_bit_exact(kind: str) -> None:
 
 def test_int4_is_read_packed() -> None:
     """The emitted constant is the packed bytes and the kernels are the _s4 variants."""
-    for kind, fn in (("conv", "ef_conv2d_s4"), ("depthwise", "ef_dwconv2d_s4"), ("fc", "ef_fc_s4")):
+    for kind, cls in (("conv", Conv), ("depthwise", Conv), ("fc", FullyConnected)):
         _, m4, _, w4 = _int4_models(kind, 1)[0]
         (call,) = lower(read_tflite(m4), m4)
-        assert re.search(rf"\b{fn}\(", call.code), call.code
+        assert isinstance(call.kernel, cls) and getattr(call.kernel, "depthwise", False) == (kind == "depthwise")
+        assert call.kernel.weights.bits == 4 and not call.kernel.weights.sparse
+        assert weight_suffix(call.kernel.weights) == "_s4"
         (filt,) = [c for c in call.consts if c.name.endswith("_filter")]
         assert filt.ctype == "uint8_t" and filt.values.size == (w4.size + 1) // 2
         assert filt.values.tolist() == pack_int4(w4).tolist()

@@ -10,7 +10,6 @@ rewritten (fbedit), so no extra TensorFlow conversion is needed.
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
 from pathlib import Path
@@ -26,7 +25,9 @@ from opgen import make_model
 from edgeforge.compress.apply import prune_all
 from edgeforge.model.tflite import constant_data, read_tflite
 from edgeforge.native import sparse
-from edgeforge.native.emit import native_files, prepare_native
+from edgeforge.native.csource import render_call
+from edgeforge.native.emit import model_context, native_files, prepare_native
+from edgeforge.native.ir import ConvAdd
 from edgeforge.model.rewrite import unpack_int4 as _unpack_int4
 from edgeforge.native.lower import lower
 from edgeforge.native.sparse import DENSE, SPARSE, decode, encode, weight_storage
@@ -172,7 +173,7 @@ def test_cases_reach_every_sparse_path(cases: list[dict[str, Any]]) -> None:
         (fs,) = call.filters
         if fs.storage.format != SPARSE:
             continue
-        assert re.search(rf"\bef_\w+_s{c['bits']}_sparse\(", call.code), call.code
+        assert call.kernel.weights.sparse and call.kernel.weights.bits == c["bits"], call.kernel
         seen.add(f"{c['op']} int{c['bits']}")
         r = sparse.rows(c["values"], c["op"])
         nnz = np.count_nonzero(r, axis=1)
@@ -186,7 +187,7 @@ def test_cases_reach_every_sparse_path(cases: list[dict[str, Any]]) -> None:
         x, y, f = (info.tensors[i] for i in (op.inputs[0], op.outputs[0], op.inputs[1]))
         if c["op"] == "DEPTHWISE_CONV_2D" and y.shape[3] != x.shape[3]:
             seen.add("depth multiplier")
-        if c["op"] == "DEPTHWISE_CONV_2D" and not re.search(r"\.in_offset = 0,", call.code):
+        if c["op"] == "DEPTHWISE_CONV_2D" and call.kernel.params.in_offset != 0:
             kw, sw = f.shape[2], int(op.options.get("strideW", 1))
             if (x.shape[2] - (kw - 1) * int(op.options.get("dilationWFactor", 1))) // sw >= 3:
                 seen.add("depthwise interior pairs with an input offset")
@@ -219,10 +220,10 @@ def test_weight_storage_is_what_is_emitted(cases: list[dict[str, Any]]) -> None:
         if ws.format == SPARSE:
             sparse_count += 1
             assert ws.stored_bytes < ws.dense_bytes
-            assert "_sparse(" in call.code
+            assert call.kernel.weights.sparse
             assert np.array_equal(decode(arr.values, c["values"].shape, c["bits"], c["op"]), c["values"]), c["name"]
         else:
-            assert "_sparse(" not in call.code
+            assert not call.kernel.weights.sparse
     assert sparse_count >= len(cases) // 2
 
 
@@ -280,21 +281,22 @@ def test_unpruned_models_emit_exactly_what_dense_storage_emits(monkeypatch: pyte
         monkeypatch.setenv(sparse.ENV_SWITCH, "0")
         off = lower(info, data)
         monkeypatch.delenv(sparse.ENV_SWITCH)
-        assert [c.code for c in on] == [c.code for c in off]
+        assert [render_call(c, str) for c in on] == [render_call(c, str) for c in off]
         assert [[(a.name, a.ctype, a.values.tobytes()) for a in c.consts] for c in on] == \
             [[(a.name, a.ctype, a.values.tobytes()) for a in c.consts] for c in off]
     data = models[-1]
     info = read_tflite(data)
     base = {"version": "t", "target_id": "t", "model_name": "m", "model_sha256": "0"}
-    files_on = native_files(prepare_native(info, data), info, base, None)
+    native = prepare_native(info, data)
+    files_on = native_files(native, info, base, None)
     monkeypatch.setenv(sparse.ENV_SWITCH, "0")
     files_off = native_files(prepare_native(info, data), info, base, None)
     assert files_on == files_off
     raw = {t.index: constant_data(data, t.index) for t in info.tensors if t.is_constant and t.dtype == "int8"}
-    text = files_on["ef_model.c"].decode()
+    emitted = {a["name"]: a for a in model_context(native, info, base)["consts"]}
     for call_op in (o for o in info.ops if o.op in sparse.OPS):  # the filter bytes as the .tflite holds them
-        m = re.search(rf"static const int8_t op{call_op.index}_filter\[(\d+)\]", text)
-        assert m and int(m.group(1)) == raw[call_op.inputs[1]].size
+        a = emitted[f"op{call_op.index}_filter"]
+        assert a["ctype"] == "int8_t" and a["count"] == raw[call_op.inputs[1]].size
 
 
 def test_weight_accounting_in_the_native_model(cases: list[dict[str, Any]]) -> None:
@@ -311,10 +313,9 @@ def test_weight_accounting_in_the_native_model(cases: list[dict[str, Any]]) -> N
                      "int4_saved_bytes": c["values"].size - ws.dense_bytes,
                      "sparse_tensors": int(ws.format == SPARSE)}, c["name"]
         assert nm.const_bytes == sum(a.nbytes for call in nm.calls for a in call.consts)
-        text = native_files(nm, c["info"], base, None)["ef_model.c"].decode()
-        m = re.search(r"static const (u?int8_t) op0_filter\[(\d+)\]", text)
-        assert m is not None and int(m.group(2)) == max(ws.stored_bytes, 1), c["name"]
-        assert m.group(1) == ("int8_t" if ws.format == DENSE and c["bits"] == 8 else "uint8_t")
+        a = {a["name"]: a for a in model_context(nm, c["info"], base)["consts"]}["op0_filter"]
+        assert a["count"] == max(ws.stored_bytes, 1), c["name"]
+        assert a["ctype"] == ("int8_t" if ws.format == DENSE and c["bits"] == 8 else "uint8_t")
 
 
 def test_weight_storage_is_fast_and_checks_its_arguments() -> None:
@@ -414,8 +415,8 @@ def test_resnet_pruned_sparse_convs_fuse_with_their_residual_add(mlperf: Path, t
     model = prune_model((mlperf / "ic" / "pretrainedResnet_quant.tflite").read_bytes(), 0.5)
     info = read_tflite(model)
     native = prepare_native(info, model)
-    fused = [c for c in native.calls if c.op == "CONV_2D+ADD"]
-    assert fused and all("ef_conv2d_s8_sparse(&r" in c.code for c in fused)
+    fused = [c.kernel for c in native.calls if isinstance(c.kernel, ConvAdd)]
+    assert fused and all(k.conv.weights.sparse and k.conv.weights.bits == 8 for k in fused)
     rng = np.random.default_rng(50)
     batches = [random_inputs(info, rng) for _ in range(4 if not FULL else 16)]
     want = [w[0].tobytes() for w in tflm_run_many(model, batches)]
