@@ -359,7 +359,7 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     manifest = make_manifest(prepared, target, opts, analysis, accuracy, checks, files, warnings)
     if sum(e in PROJECT_EMITTERS for e in target.emit) > 1:  # a choice was made: record it
         manifest["target"]["emitter"] = project
-    if runtime == "tflm" and kernels_of(target, project):  # the kernel set the latency estimate assumes
+    if runtime == Runtime.TFLM and kernels_of(target, project):  # the kernel set the latency estimate assumes
         manifest["target"]["kernels"] = kernels_of(target, project)
     if project == "espidf":
         manifest["espidf"] = espidf.manifest_entry(target.data, espidf_model_bytes(prepared, analysis, native))

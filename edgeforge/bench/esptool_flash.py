@@ -15,6 +15,7 @@ from typing import Any
 
 from edgeforge.device.transport import DeviceError
 from edgeforge.errors import ToolMissingError
+from edgeforge.runtimes import Runtime
 
 IDF_TIMEOUT_S = 1800  # a first ESP-IDF build fetches components and compiles all of IDF
 ESPTOOL_TIMEOUT_S = 300
@@ -115,7 +116,7 @@ def flash_espidf(build_dir: Path, manifest: dict[str, Any], port: str | None, dr
         if idf is None:
             notes.append(f"{idf_missing()}: the idf.py step needs it")
         # native builds are flashed to be benchmarked: the bench firmware (the project's EDGEFORGE_BENCH option)
-        bench = ["-DEDGEFORGE_BENCH=1"] if manifest["target"]["runtime"] == "native" else []
+        bench = ["-DEDGEFORGE_BENCH=1"] if manifest["target"]["runtime"] == Runtime.NATIVE else []
         commands.append([idf or "idf.py", "-C", str(project), *bench, "build"])
     commands.append([*esptool_program(), *esptool_args(espidf, project, port)])
     if not dry_run:
