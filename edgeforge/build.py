@@ -50,6 +50,7 @@ class BuildOptions:
     input_std: float | None = None
     template_dirs: tuple[Path, ...] = ()
     single_rounding: bool = False  # native runtime: TFLITE_SINGLE_ROUNDING arithmetic instead of the default
+    trust_model_code: bool = False  # --trust-model-code: Keras may run Python stored in the model file
     search: SearchOptions = field(default_factory=SearchOptions)
 
 
@@ -113,11 +114,12 @@ def _is_float_tflite(info: ModelInfo) -> bool:
 
 
 def prepare(model_path: Path, target: Target, scheme: str, runtime: str, data: Path | None,
-            data_quant: InputQuant | None, calib_samples: int, reporter: Reporter) -> tuple[Prepared, Dataset | None]:
+            data_quant: InputQuant | None, calib_samples: int, reporter: Reporter,
+            trust_model_code: bool = False) -> tuple[Prepared, Dataset | None]:
     """Load the model, read the calibration data, convert; returns the converted model and the data."""
     warnings: list[str] = []
     reporter.stage("loading model")
-    source = load_model(model_path)
+    source = load_model(model_path, trust_model_code)
     graph = None
     try:
         if source.tflite is not None:
@@ -188,11 +190,12 @@ def _arena(prepared: Prepared, reporter: Reporter) -> ArenaMeasurement | None:
 
 
 def analyze(model_path: Path, target: Target | None, data: Path | None = None,
-            data_quant: InputQuant | None = None, reporter: Reporter | None = None) -> tuple[Prepared | None, Analysis]:
+            data_quant: InputQuant | None = None, reporter: Reporter | None = None,
+            trust_model_code: bool = False) -> tuple[Prepared | None, Analysis]:
     """Analyse ``model_path`` as it would be built for ``target`` (as-is when no target is given)."""
     reporter = reporter or NullReporter()
     if target is None:
-        source = load_model(model_path)
+        source = load_model(model_path, trust_model_code)
         if source.info is None:
             reporter.stage("converting to float32 for analysis")
             graph = conv.TFGraph(source)
@@ -205,7 +208,7 @@ def analyze(model_path: Path, target: Target | None, data: Path | None = None,
             info = source.info
         return None, analyze_model(info, None, "litert", None)
     scheme, runtime = _choose(target, None, None)
-    prepared, _ = prepare(model_path, target, scheme, runtime, data, data_quant, 100, reporter)
+    prepared, _ = prepare(model_path, target, scheme, runtime, data, data_quant, 100, reporter, trust_model_code)
     arena = _arena(prepared, reporter)
     analysis = analyze_model(prepared.info, target, runtime, arena)
     if "native" in target.runtimes:
@@ -265,7 +268,7 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
         raise UsageError("--calib-samples must be at least 1", "e.g. --calib-samples 100")
     labels = _read_labels(opts.labels)
     prepared, ds = prepare(model_path, target, scheme, runtime, opts.data, opts.data_quant, opts.calib_samples,
-                           reporter)
+                           reporter, opts.trust_model_code)
     warnings = list(prepared.warnings)
     budget = opts.budget or target.budget
     val = ds

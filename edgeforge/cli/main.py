@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("model", type=Path, help=".tflite, .keras, .h5 or SavedModel folder")
     a.add_argument("--target", "-t", help="target id or alias")
     _data_args(a, calibration_only=True)
+    _trust_arg(a)
 
     b = sub.add_parser("build", parents=[common], help="compress, emit artifacts, check budgets",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--target", "-t", required=True, help="target id or alias (see `edgeforge targets`)")
     b.add_argument("--out", "-o", type=Path, help="output folder (default: build/<target>)")
     _data_args(b, calibration_only=False)
+    _trust_arg(b)
     b.add_argument("--quantization", choices=["int8", "float16", "dynamic-int8", "float32"],
                    help="compression scheme (default: the target's first)")
     b.add_argument("--runtime", choices=["tflm", "native", "litert"],
@@ -132,6 +134,12 @@ def _data_args(p: argparse.ArgumentParser, calibration_only: bool) -> None:
                    help="the data holds int8 values q meaning SCALE*(q-ZERO_POINT) (e.g. 0.584703,83)")
 
 
+def _trust_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-model-code", action="store_true",
+                   help="let Keras run Python stored in the model file (Lambda/custom layers); only for files "
+                        "you trust: by default such files are refused")
+
+
 def _data_quant(text: str | None) -> Any:
     if text is None:
         return None
@@ -181,7 +189,8 @@ def cmd_analyze(args: argparse.Namespace, c: Console) -> int:
     from edgeforge.cli.render import analysis_json, layers_table, verdict_lines
 
     target = _registry(args).get(args.target) if args.target else None
-    prepared, a = analyze(args.model, target, args.data, _data_quant(args.data_quant), CliReporter(c))
+    prepared, a = analyze(args.model, target, args.data, _data_quant(args.data_quant), CliReporter(c),
+                          args.trust_model_code)
     checks = verdicts(a, target.budget, None) if target else ()
     if c.json:
         doc = analysis_json(a, target, checks)
@@ -229,7 +238,7 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
                         calib_samples=args.calib_samples, quantization=args.quantization, runtime=args.runtime,
                         budget=budget, labels=args.labels, symbol=args.symbol, input_mean=args.input_mean,
                         input_std=args.input_std, template_dirs=tuple(args.templates_dir),
-                        single_rounding=args.rounding == "single",
+                        single_rounding=args.rounding == "single", trust_model_code=args.trust_model_code,
                         search=SearchOptions(args.search, args.recipe, args.board if args.measure else None,
                                              args.port, args.train, args.epochs))
     if args.measure and not args.board:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -21,6 +23,7 @@ import numpy as np
 from edgeforge.errors import ModelError, ToolMissingError, UnsupportedOpError
 from edgeforge.model.load import SourceModel
 from edgeforge.model.tflite import read_tflite
+from edgeforge.model.trust import TRUST_FLAG
 from edgeforge.quiet import captured_output, quiet_tensorflow_env
 
 SCHEMES = ("int8", "float16", "dynamic-int8", "float32")
@@ -70,25 +73,31 @@ class TFGraph:
 
     @staticmethod
     def _load_keras(source: SourceModel) -> Any:
+        """The Keras model, loaded in safe mode (no Python from the file) unless ``source.trust_code``."""
         tensorflow()
+        safe = not source.trust_code
         errors = []
         try:
             import keras
 
             with captured_output():
-                return keras.models.load_model(source.path, compile=False)
+                return keras.models.load_model(source.path, compile=False, safe_mode=safe)
         except Exception as exc:  # Keras raises ValueError/TypeError/OSError... on old or corrupt files
             errors.append(f"Keras 3: {_first_line(exc)}")
         if source.format == "h5":
             try:
                 import tf_keras
 
-                with captured_output():
+                with captured_output(), _tf_keras_safe_mode(safe):
                     return tf_keras.models.load_model(source.path, compile=False)
             except ImportError:
                 errors.append("tf_keras: not installed (pip install tf-keras)")
             except Exception as exc:
                 errors.append(f"tf_keras: {_first_line(exc)}")
+        if safe and any("safe_mode" in e or "arbitrary code" in e for e in errors):
+            raise ModelError(f"{source.path.name} contains code that would run when it is loaded ({errors[0]})",
+                             f"edgeforge runs no code from a model file; if you trust where it came from, pass "
+                             f"{TRUST_FLAG}")
         raise ModelError(f"cannot load {source.path.name}: " + "; ".join(errors),
                          "the file is corrupt or was not saved by Keras; re-save it with model.save()")
 
@@ -128,6 +137,22 @@ class TFGraph:
         with captured_output():
             function = serve.get_concrete_function()
         return loaded, function, inputs
+
+
+@contextmanager
+def _tf_keras_safe_mode(safe: bool) -> Iterator[None]:
+    """tf_keras's legacy HDF5 loader takes no ``safe_mode`` argument; its Lambda deserializer honours
+    this scope. Without the scope (an incompatible tf_keras) a safe load is refused outright."""
+    try:
+        from tf_keras.src.saving.serialization_lib import SafeModeScope
+    except ImportError:
+        if safe:
+            raise ModelError("this tf_keras version offers no safe mode for legacy .h5 files",
+                             f"pass {TRUST_FLAG} if you trust the file, or re-save it as .keras with Keras 3") from None
+        yield
+        return
+    with SafeModeScope(safe):
+        yield
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,7 +1,7 @@
 """Model import: identifies the format of what the user passed and opens it.
 
 Formats: ``.tflite``; Keras 3 ``.keras``; HDF5 ``.h5`` (Keras 3 first, then the legacy Keras 2
-``tf_keras`` package); SavedModel folders, including TF 2.x-era ones that
+``tf_keras`` package), loaded in safe mode unless the user trusts the file (see ``trust``); SavedModel folders, including TF 2.x-era ones that
 ``TFLiteConverter.from_saved_model`` rejects: they are converted through the serving
 signature's concrete function with the batch fixed to 1 (see ``convert``).
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from edgeforge.errors import ModelError
 from edgeforge.model.tflite import FILE_IDENTIFIER, ModelInfo, read_tflite
+from edgeforge.model.trust import check_model_code
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 FORMATS = ("tflite", "keras", "h5", "savedmodel")
@@ -29,6 +30,7 @@ class SourceModel:
     sha256: str
     tflite: bytes | None = None  # only for format "tflite"
     info: ModelInfo | None = None  # only for format "tflite"
+    trust_code: bool = False  # the user passed --trust-model-code: Keras may run Python from the file
 
     @property
     def name(self) -> str:
@@ -76,8 +78,9 @@ def detect_format(path: Path) -> str:
                      "pass a .tflite, .keras, .h5 file or a SavedModel folder")
 
 
-def load_model(path: str | Path) -> SourceModel:
-    """Open the model at ``path``; ModelError (exit 65) for anything that is not a readable model."""
+def load_model(path: str | Path, trust_code: bool = False) -> SourceModel:
+    """Open the model at ``path``; ModelError (exit 65) for anything that is not a readable model, and
+    for a Keras file carrying Python code (Lambda or custom layers) unless ``trust_code``."""
     p = Path(path)
     if not p.exists():
         raise ModelError(f"model not found: {p}", "check the path")
@@ -95,9 +98,11 @@ def load_model(path: str | Path) -> SourceModel:
         if bad is not None or "config.json" not in names:
             raise ModelError(f"{p.name} is a zip file but not a Keras model (no config.json)",
                              "re-save the model with model.save('model.keras')")
-        return SourceModel(p, fmt, _sha256_file(p))
+        check_model_code(p, fmt, trust_code)
+        return SourceModel(p, fmt, _sha256_file(p), trust_code=trust_code)
     if fmt == "h5":
-        return SourceModel(p, fmt, _sha256_file(p))
+        check_model_code(p, fmt, trust_code)
+        return SourceModel(p, fmt, _sha256_file(p), trust_code=trust_code)
     data = p.read_bytes()
     info = read_tflite(data, p.name)
     _check_tflite(info, p.name)

@@ -1,0 +1,115 @@
+"""Hostile model files: no code runs from a model unless the user trusts it (--trust-model-code)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_clean_error
+
+
+def _marker_fn(marker: Path):  # noqa: ANN202 - a Keras layer function
+    """A lambda that writes ``marker`` (a constant in its bytecode, so Keras stores it in the file)."""
+    return eval(f"lambda x: (__import__('pathlib').Path({str(marker)!r}).write_text('ran'), x * 2.0)[1]")
+
+
+@pytest.fixture(scope="module")
+def lambda_h5(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A legacy Keras 2 .h5 whose Lambda layer (marshalled bytecode) writes a marker file when run."""
+    import tf_keras
+
+    root = tmp_path_factory.mktemp("lambda_h5")
+    marker = root / "MARKER"
+    model = tf_keras.Sequential([tf_keras.layers.InputLayer((6,)), tf_keras.layers.Lambda(_marker_fn(marker)),
+                                 tf_keras.layers.Dense(3)])
+    path = root / "lambda.h5"
+    model.save(path, save_format="h5")
+    marker.unlink(missing_ok=True)  # building the model ran it once, here in the test
+    return path, marker
+
+
+@pytest.fixture(scope="module")
+def lambda_keras(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A Keras 3 .keras whose Lambda layer (a Python lambda) writes a marker file when run."""
+    import keras
+
+    root = tmp_path_factory.mktemp("lambda_keras")
+    marker = root / "MARKER"
+    fn = _marker_fn(marker)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Lambda(fn), keras.layers.Dense(3)])
+    path = root / "lambda.keras"
+    model.save(path)
+    marker.unlink(missing_ok=True)
+    return path, marker
+
+
+@pytest.mark.parametrize("command", [["analyze"], ["analyze", "--target", "cortex-m4"],
+                                     ["build", "--target", "cortex-m4"]])
+def test_legacy_h5_lambda_is_refused_and_never_runs(cli, lambda_h5: tuple[Path, Path], tmp_path: Path,
+                                                    command: list[str]) -> None:
+    path, marker = lambda_h5
+    out = ["--out", tmp_path / "out"] if command[0] == "build" else []
+    r = cli(command[0], path, *command[1:], *out)
+    assert_clean_error(r, 65)
+    assert "--trust-model-code" in r.err and "Lambda" in r.err
+    assert not marker.exists(), "Python from the model file ran"
+    assert not (tmp_path / "out").exists()
+
+
+def test_keras3_lambda_is_refused_with_the_flag_named(cli, lambda_keras: tuple[Path, Path]) -> None:
+    path, marker = lambda_keras
+    r = cli("analyze", path)
+    assert_clean_error(r, 65)
+    assert "--trust-model-code" in r.err
+    assert not marker.exists()
+
+
+def test_legacy_loader_itself_is_in_safe_mode(lambda_h5: tuple[Path, Path]) -> None:
+    """The second line of defence: even past the config check, the tf_keras fallback runs no lambda."""
+    from edgeforge.errors import ModelError
+    from edgeforge.model.convert import TFGraph
+    from edgeforge.model.load import SourceModel
+
+    path, marker = lambda_h5
+    with pytest.raises(ModelError) as err:
+        TFGraph._load_keras(SourceModel(path, "h5", "-"))
+    assert "--trust-model-code" in err.value.hint
+    assert not marker.exists()
+
+
+def test_trusted_h5_lambda_loads(cli, lambda_h5: tuple[Path, Path]) -> None:
+    """--trust-model-code reaches the loader: the user's own Lambda model converts (and its code runs)."""
+    path, marker = lambda_h5
+    r = cli("analyze", path, "--trust-model-code")
+    assert r.code == 0, r.err
+    assert "FULLY_CONNECTED" in r.out
+    assert marker.exists()
+    marker.unlink()
+
+
+@pytest.mark.parametrize("config, found", [
+    ({"class_name": "Sequential", "config": {"layers": [{"class_name": "Dense", "config": {"name": "d"}}]}}, []),
+    ({"module": "keras.layers", "class_name": "Dense", "config": {}}, []),
+    ({"class_name": "Lambda", "config": {"name": "l", "function": "4wIAAA"}}, ["Lambda layer 'l'"]),
+    ({"layers": [{"config": {"function": {"class_name": "__lambda__", "config": {"code": "x"}}}}]}, ["Lambda"]),
+    ({"class_name": "TFOpLambda", "config": {"function": "math.add"}}, []),  # a TF op by name: no bytecode
+    ({"module": "os", "class_name": "system", "config": "touch PWNED"}, ["module 'os'"]),
+    ({"module": "builtins", "class_name": "function", "config": "eval"}, ["module 'builtins'"]),
+])
+def test_code_in_config(config: object, found: list[str]) -> None:
+    from edgeforge.model.trust import code_in_config
+
+    got = code_in_config(config)
+    assert len(got) == len(found), got
+    for text, want in zip(got, found):
+        assert want in text
+
+
+def test_deeply_nested_config_is_not_a_crash() -> None:
+    from edgeforge.model.trust import code_in_config
+
+    deep: object = {"class_name": "Lambda"}
+    for _ in range(100_000):
+        deep = {"config": deep}
+    assert code_in_config(deep) == ["a Lambda layer (Python bytecode)"]
