@@ -48,8 +48,9 @@ class InputSpec:
     dtype: str
 
 
-class TFGraph:
-    """A TensorFlow model ready for the converter: a batch-1 concrete function and its owner."""
+class LocalGraph:
+    """A TensorFlow model ready for the converter, in this process: a batch-1 concrete function and its
+    owner. Only the conversion worker (``worker``) builds one; the pipeline holds a ``TFGraph``."""
 
     def __init__(self, source: SourceModel) -> None:
         self.source = source
@@ -170,8 +171,44 @@ def _converter_error(exc: Exception, scheme: str) -> Exception:
     return ModelError(f"conversion to {scheme} failed: {_first_line(exc)}", "run with -v for the converter's log")
 
 
+class TFGraph:
+    """A TensorFlow model opened in a conversion worker process (see ``worker``): TensorFlow's converter
+    and quantizer crash on some inputs (a SIGSEGV on infinite calibration data) and must not take the
+    build down. ``inputs`` are the batch-1 input specs; ``close`` ends the worker."""
+
+    def __init__(self, source: SourceModel) -> None:
+        from edgeforge.model.worker import ConversionWorker
+
+        self.source = source
+        self._worker = ConversionWorker(source.path.name)
+        try:
+            reply, _ = self._worker.call(("open", str(source.path), source.format, source.sha256,
+                                          source.trust_code))
+        except BaseException:
+            self._worker.close()
+            raise
+        self.inputs = [InputSpec(n, tuple(shape), dtype) for n, shape, dtype in reply["inputs"]]
+
+    def convert(self, scheme: str, calibration: np.ndarray | None) -> bytes:
+        _, blobs = self._worker.call(("convert", scheme, calibration))
+        return blobs[0]
+
+    def close(self) -> None:
+        self._worker.close()
+
+    @staticmethod
+    def _load_keras(source: SourceModel) -> Any:
+        """The Keras model in this process (fine-tuning trains it here); see ``LocalGraph._load_keras``."""
+        return LocalGraph._load_keras(source)
+
+
 def convert_tf(graph: TFGraph, scheme: str, calibration: np.ndarray | None) -> bytes:
-    """Convert ``graph`` with quantization ``scheme``; ``calibration`` is float input, [N, ...]."""
+    """Convert ``graph`` with quantization ``scheme`` in its worker; ``calibration``: float input, [N, ...]."""
+    return graph.convert(scheme, calibration)
+
+
+def convert_local(graph: LocalGraph, scheme: str, calibration: np.ndarray | None) -> bytes:
+    """Convert ``graph`` with quantization ``scheme`` in this process; ``calibration``: float input, [N, ...]."""
     tf = tensorflow()
     conv = tf.lite.TFLiteConverter.from_concrete_functions([graph.function], graph.trackable)
     if scheme == "int8":
@@ -225,10 +262,22 @@ def _with_signature(data: bytes) -> bytes:
     return bytes(builder.Output())
 
 
-def quantize_tflite(data: bytes, scheme: str, calibration: np.ndarray | None) -> bytes:
-    """Quantize a float .tflite (no TF graph to re-convert) with ai-edge-quantizer."""
+def quantize_tflite(data: bytes, scheme: str, calibration: np.ndarray | None, name: str = "the model") -> bytes:
+    """Quantize a float .tflite (no TF graph to re-convert) with ai-edge-quantizer, in a worker process."""
     if scheme == "float32":
         return data
+    from edgeforge.model.worker import ConversionWorker
+
+    worker = ConversionWorker(name)
+    try:
+        _, blobs = worker.call(("quantize", data, scheme, calibration))
+    finally:
+        worker.close()
+    return blobs[0]
+
+
+def quantize_local(data: bytes, scheme: str, calibration: np.ndarray | None) -> bytes:
+    """``quantize_tflite`` in this process."""
     try:
         from ai_edge_quantizer import quantizer, recipe
     except ImportError:
@@ -273,7 +322,7 @@ def convert(source: SourceModel, scheme: str, calibration: np.ndarray | None, gr
     key = cache_key(source, scheme, calibration)
     if key not in _CACHE:
         if source.tflite is not None:
-            _CACHE[key] = quantize_tflite(source.tflite, scheme, calibration)
+            _CACHE[key] = quantize_tflite(source.tflite, scheme, calibration, source.path.name)
         else:
             assert graph is not None
             _CACHE[key] = convert_tf(graph, scheme, calibration)
