@@ -15,9 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeforge.errors import DataError
+from edgeforge.errors import DataError, UsageError
 
 LABELS_FILE = "y_labels.csv"
+
+
+#: Real values beyond this are taken as damaged data (float32 overflows at 3.4e38; calibration
+#: ranges this wide leave no int8 resolution for anything else).
+MAX_ABS_VALUE = 1e30
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,15 @@ class InputQuant:
 
     scale: float
     zero_point: int
+
+    def __post_init__(self) -> None:
+        # an option value (--data-quant): a bad one is a usage error, caught before any data is read
+        if not (math.isfinite(self.scale) and 0 < self.scale <= MAX_ABS_VALUE / 256):
+            raise UsageError(f"--data-quant scale {self.scale!r} is not a positive finite number",
+                             "write SCALE,ZERO_POINT with SCALE > 0, e.g. 0.584703,83")
+        if not -128 <= self.zero_point <= 255:
+            raise UsageError(f"--data-quant zero point {self.zero_point} is outside -128..255",
+                             "the zero point is the integer meaning 0.0 in int8/uint8 data, e.g. 0.584703,83")
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,7 @@ def _bin_folder(folder: Path, shape: tuple[int, ...], dtype: np.dtype, quant: In
                             "every .bin file must hold one input tensor")
         rows.append(np.frombuffer(raw, dtype=stored).reshape(shape))
     x = np.stack(rows)
+    check_finite(x, str(folder))
     y = None
     labels_path = folder / LABELS_FILE
     if labels_path.is_file():
@@ -130,19 +145,44 @@ def load_dataset(path: str | Path, sample_shape: tuple[int, ...], dtype: np.dtyp
         raise DataError(f"cannot read {p.name}: {str(exc).splitlines()[0][:200]}",
                         "the file is corrupt or not a NumPy file") from None
     x = _conform(x, sample_shape, p.name)
+    if len(x) == 0:
+        raise DataError(f"{p.name} holds no samples (x has shape {list(x.shape)})",
+                        "store at least one sample: an array [N, *input_shape] with N >= 1")
+    check_finite(x, p.name)
     if y is not None and len(y) != len(x):
         raise DataError(f"{p.name}: {len(x)} samples but {len(y)} labels", "x and y must have one entry per sample")
     q = quant if quant is not None and x.dtype.kind in "iu" and x.dtype.itemsize == 1 else None
     return Dataset(x, y, str(p), q)
 
 
+def check_finite(x: np.ndarray, source: str) -> None:
+    """DataError unless every value of ``x`` is a finite number of sane magnitude: TensorFlow's
+    quantizer crashes on inf, and nan or huge values give scales that make a useless model."""
+    if x.dtype.kind not in "fiu":
+        raise DataError(f"data in {source} has dtype {x.dtype}", "use numeric arrays")
+    if x.dtype.kind != "f" or x.size == 0:
+        return
+    bad = ~np.isfinite(x) | (np.abs(np.nan_to_num(x)) > MAX_ABS_VALUE)
+    if bad.any():
+        first = int(np.argmax(bad.reshape(len(x), -1).any(axis=1))) if x.ndim else 0
+        value = float(x.reshape(-1)[int(np.argmax(bad.reshape(-1)))])
+        raise DataError(f"{source} holds {int(bad.sum())} non-finite or out-of-range value(s) (first in sample "
+                        f"{first}: {value!r})", f"inputs must be finite numbers within ±{MAX_ABS_VALUE:g}; "
+                        "clean the data (np.isfinite) before passing it")
+
+
 def float_view(ds: Dataset) -> np.ndarray:
-    """Real-valued samples for a float model (dequantized when the data is quantized)."""
-    if ds.quant is not None:
-        return (ds.x.astype(np.float32) - ds.quant.zero_point) * np.float32(ds.quant.scale)
+    """Real-valued samples for a float model (dequantized when the data is quantized); DataError for
+    non-finite or out-of-range values."""
     if ds.x.dtype.kind not in "fiu":
         raise DataError(f"data in {ds.source} has dtype {ds.x.dtype}", "use numeric arrays")
-    return ds.x.astype(np.float32)
+    if ds.quant is not None:
+        real = (ds.x.astype(np.float32) - ds.quant.zero_point) * np.float32(ds.quant.scale)
+    else:
+        with np.errstate(over="ignore"):
+            real = ds.x.astype(np.float32)
+    check_finite(real, ds.source)
+    return real
 
 
 def model_view(ds: Dataset, dtype: str, scale: float | None, zero_point: int | None) -> np.ndarray:

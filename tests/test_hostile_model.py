@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import assert_clean_error
@@ -113,3 +114,103 @@ def test_deeply_nested_config_is_not_a_crash() -> None:
     for _ in range(100_000):
         deep = {"config": deep}
     assert code_in_config(deep) == ["a Lambda layer (Python bytecode)"]
+
+
+# --------------------------------------------------------------------------- conversion isolation, data checks
+
+
+@pytest.fixture(scope="module")
+def small_keras(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    path = tmp_path_factory.mktemp("small") / "small.keras"
+    model.save(path)
+    return path
+
+
+def _samples(n: int = 12) -> np.ndarray:
+    return np.random.default_rng(0).random((n, 8, 8, 1)).astype(np.float32)
+
+
+def test_a_crash_inside_tensorflow_is_exit_65_naming_the_input(small_keras: Path) -> None:
+    """Infinite calibration values SIGSEGV TensorFlow's quantizer: the worker dies, the build does not."""
+    from edgeforge.errors import ModelError
+    from edgeforge.model import convert as conv
+    from edgeforge.model.load import load_model
+
+    source = load_model(small_keras)
+    calib = _samples()
+    calib[3, 2, 2, 0] = np.inf
+    graph = conv.TFGraph(source)
+    try:
+        with pytest.raises(ModelError) as err:
+            conv.convert(source, "int8", calib, graph)
+    finally:
+        graph.close()
+    assert "small.keras" in err.value.message and "crashed" in err.value.message
+
+
+def test_the_worker_reports_converter_errors_and_survives(small_keras: Path) -> None:
+    from edgeforge.model import convert as conv
+    from edgeforge.model.load import load_model
+
+    source = load_model(small_keras)
+    graph = conv.TFGraph(source)
+    try:
+        assert [(s.shape, s.dtype) for s in graph.inputs] == [((1, 8, 8, 1), "float32")]
+        with pytest.raises(RuntimeError, match="calibration"):  # a bug in the caller stays a bug (exit 70)
+            graph.convert("int8", None)
+        model = graph.convert("int8", _samples())  # the same worker goes on serving
+    finally:
+        graph.close()
+    from edgeforge.model.tflite import read_tflite
+
+    assert read_tflite(model).is_int8
+
+
+@pytest.mark.parametrize("x, what", [
+    ("inf", "non-finite"), ("-inf", "non-finite"), ("nan", "non-finite"), ("1e38", "out-of-range"),
+    ("empty", "no samples"),
+])
+def test_bad_data_values_exit_65_before_any_output(cli, tiny: Path, tmp_path: Path, x: str, what: str) -> None:
+    data = _samples()
+    if x == "empty":
+        data = data[:0]
+    elif x == "nan":
+        data[:] = np.nan
+    else:
+        data[5, 1, 1, 0] = float(x)
+    np.savez(tmp_path / "d.npz", x=data)
+    r = cli("build", tiny, "--target", "cortex-m4", "--data", tmp_path / "d.npz", "--out", tmp_path / "o")
+    assert_clean_error(r, 65)
+    assert what in r.err
+    assert not (tmp_path / "o").exists()
+
+
+def test_infinite_calibration_data_for_a_keras_model_exits_65(cli, small_keras: Path, tmp_path: Path) -> None:
+    """Before: SIGSEGV in TensorFlow's quantizer, no message."""
+    data = _samples()
+    data[3, 2, 2, 0] = -np.inf
+    np.savez(tmp_path / "d.npz", x=data)
+    r = cli("build", small_keras, "--target", "cortex-m4", "--data", tmp_path / "d.npz", "--out", tmp_path / "o")
+    assert_clean_error(r, 65)
+    assert "d.npz" in r.err and "non-finite" in r.err
+
+
+def test_non_finite_validation_data_exits_65(cli, tiny: Path, tmp_path: Path) -> None:
+    val = np.zeros((4, 8, 8, 1), np.float32)
+    val[1, 0, 0, 0] = np.nan
+    np.savez(tmp_path / "v.npz", x=val)
+    r = cli("build", tiny, "--target", "cortex-m4", "--val", tmp_path / "v.npz", "--out", tmp_path / "o")
+    assert_clean_error(r, 65)
+    assert "v.npz" in r.err
+
+
+@pytest.mark.parametrize("quant", ["1e999,0", "nan,0", "inf,0", "0,0", "-0.5,3", "0.1,300", "0.1,-129"])
+def test_bad_data_quant_is_a_usage_error(cli, tiny: Path, tmp_path: Path, quant: str) -> None:
+    r = cli("build", tiny, "--target", "cortex-m4", f"--data-quant={quant}", "--out", tmp_path / "o")
+    assert_clean_error(r, 2)
+    assert "--data-quant" in r.err
