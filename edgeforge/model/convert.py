@@ -177,15 +177,15 @@ class TFGraph:
     build down. ``inputs`` are the batch-1 input specs; ``close`` ends the worker."""
 
     def __init__(self, source: SourceModel) -> None:
-        from edgeforge.model.worker import ConversionWorker
+        from edgeforge.model import worker
 
         self.source = source
-        self._worker = ConversionWorker(source.path.name)
+        self._worker = worker.acquire(source.path.name)
         try:
             reply, _ = self._worker.call(("open", str(source.path), source.format, source.sha256,
                                           source.trust_code))
         except BaseException:
-            self._worker.close()
+            worker.release(self._worker)
             raise
         self.inputs = [InputSpec(n, tuple(shape), dtype) for n, shape, dtype in reply["inputs"]]
 
@@ -194,7 +194,9 @@ class TFGraph:
         return blobs[0]
 
     def close(self) -> None:
-        self._worker.close()
+        from edgeforge.model import worker
+
+        worker.release(self._worker)
 
     @staticmethod
     def _load_keras(source: SourceModel) -> Any:
@@ -266,13 +268,13 @@ def quantize_tflite(data: bytes, scheme: str, calibration: np.ndarray | None, na
     """Quantize a float .tflite (no TF graph to re-convert) with ai-edge-quantizer, in a worker process."""
     if scheme == "float32":
         return data
-    from edgeforge.model.worker import ConversionWorker
+    from edgeforge.model import worker
 
-    worker = ConversionWorker(name)
+    w = worker.acquire(name)
     try:
-        _, blobs = worker.call(("quantize", data, scheme, calibration))
+        _, blobs = w.call(("quantize", data, scheme, calibration))
     finally:
-        worker.close()
+        worker.release(w)
     return blobs[0]
 
 

@@ -4,8 +4,10 @@ TensorFlow's converter and ai-edge-quantizer are native code that trusts its inp
 calibration values kill the process with SIGSEGV. Like the TFLite Micro arena measurement
 (``edgeforge.arena``), they run in a fresh interpreter, so a crash there becomes a ModelError
 (exit 65) naming the input. One worker serves one model for as long as the pipeline holds it
-(open, then each scheme), so TensorFlow is imported once per model, not once per conversion;
-the parent itself never needs TensorFlow for a build.
+(open, then each scheme); a worker that ends a session cleanly goes back to a small idle pool and
+serves the next model, so a process that converts many models (the search, the test suite) imports
+TensorFlow once, as before, not once per model. A worker that crashed is never reused. The parent
+itself never needs TensorFlow for a build.
 
 Protocol, over the child's stdin/stdout: length-prefixed frames. Requests are pickles (from the
 parent, trusted); replies are a JSON header plus raw byte blobs (the child handled hostile
@@ -14,6 +16,7 @@ input, so nothing it sends back is unpickled).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import pickle
@@ -61,7 +64,7 @@ def _read_frame(f: IO[bytes]) -> bytes:
 class ConversionWorker:
     """The parent's handle on one worker process; ``name`` (the user's input) goes into crash messages."""
 
-    def __init__(self, name: str, timeout_s: float = TIMEOUT_S) -> None:
+    def __init__(self, name: str = "the model", timeout_s: float = TIMEOUT_S) -> None:
         self.name = name
         self.timeout_s = timeout_s
         package_root = str(Path(__file__).resolve().parent.parent.parent)  # importable from a plain checkout
@@ -119,6 +122,10 @@ class ConversionWorker:
                           "the model or its calibration data makes TensorFlow's converter fail: check the data "
                           "for inf/nan or extreme values, or re-export the model")
 
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def close(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
@@ -140,6 +147,41 @@ class ConversionWorker:
             self._proc.kill()  # type: ignore[union-attr]
 
 
+#: Idle workers kept for the next model: one is enough for the pipeline's one-model-at-a-time use.
+MAX_IDLE = 1
+_idle: list[ConversionWorker] = []
+
+
+def acquire(name: str) -> ConversionWorker:
+    """A worker for converting ``name``: an idle one when there is one, else a new process."""
+    while _idle:
+        worker = _idle.pop()
+        if worker.alive:
+            worker.name = name
+            return worker
+        worker.close()
+    return ConversionWorker(name)
+
+
+def release(worker: ConversionWorker) -> None:
+    """End ``worker``'s session: back to the idle pool when it is healthy, else ended."""
+    if worker.alive and len(_idle) < MAX_IDLE:
+        try:
+            worker.call(("reset",))
+        except (EdgeforgeError, RuntimeError):
+            worker.close()
+            return
+        _idle.append(worker)
+    else:
+        worker.close()
+
+
+@atexit.register
+def _end_idle() -> None:
+    while _idle:
+        _idle.pop().close()
+
+
 def _reply(out: IO[bytes], header: dict[str, Any], blobs: tuple[bytes, ...] = ()) -> None:
     _write_frame(out, json.dumps({**header, "blobs": len(blobs)}).encode())
     for blob in blobs:
@@ -152,6 +194,11 @@ def _handle(request: tuple[Any, ...], state: dict[str, Any]) -> tuple[dict[str, 
     from edgeforge.model.load import SourceModel
 
     op = request[0]
+    if op == "reset":
+        graph = state.pop("graph", None)
+        if graph is not None:
+            graph.close()
+        return {}, ()
     if op == "open":
         _, path, fmt, sha, trust = request
         graph = conv.LocalGraph(SourceModel(Path(path), fmt, sha, trust_code=trust))
