@@ -23,7 +23,8 @@ from edgeforge.errors import DataError, ModelError, UnsupportedOpError, UsageErr
 from edgeforge.evaluate import Accuracy, dequantize, evaluate, score
 from edgeforge.events import NullReporter, Reporter
 from edgeforge.model import convert as conv
-from edgeforge.model.load import SourceModel, load_model
+from edgeforge.emit.symbol import model_symbol
+from edgeforge.model.load import SourceModel, check_model, load_model
 from edgeforge.model.tflite import ModelInfo, read_tflite
 from edgeforge.native.emit import prepare_native
 from edgeforge.native.stage import NativeResult, native_stage
@@ -177,8 +178,19 @@ def prepare(model_path: Path, target: Target, scheme: str, runtime: str, data: P
         if graph is not None:
             graph.close()
     info = read_tflite(prepared_model, "the converted model")
+    check_converted(info, source.path.name, scheme)
     return Prepared(source, scheme, runtime, prepared_model, info, float_model, calibration, sample_shape,
                     data_dtype, tuple(warnings)), ds
+
+
+def check_converted(info: ModelInfo, name: str, scheme: str) -> None:
+    """ModelError (exit 65) when conversion gave something other than what ``scheme`` promises."""
+    check_model(info, f"the {scheme} conversion of {name}")
+    if scheme == "int8" and not info.is_int8:
+        io = sorted({t.dtype for t in info.input_tensors() + info.output_tensors()})
+        raise ModelError(f"the int8 conversion of {name} has {'/'.join(io)} inputs or outputs, not int8",
+                         "the converter could not quantize the model's inputs: check the calibration data, "
+                         "or use --quantization float32 / a target with float support")
 
 
 def _arena(prepared: Prepared, reporter: Reporter) -> ArenaMeasurement | None:
@@ -264,6 +276,7 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     """Build ``model_path`` for ``target`` into ``opts.out_dir``; see the module docstring."""
     reporter = reporter or NullReporter()
     scheme, runtime = _choose(target, opts.quantization, opts.runtime)
+    model_symbol(opts.symbol)
     if opts.calib_samples < 1:
         raise UsageError("--calib-samples must be at least 1", "e.g. --calib-samples 100")
     labels = _read_labels(opts.labels)
@@ -277,6 +290,8 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     elif opts.data is not None:
         warnings.append("no --val data: accuracy is measured on the calibration data")
         reporter.warning(warnings[-1])
+    if val is not None:  # before the search and evaluation use them: a wrong label file is not 0 % top-1
+        val.check_labels(prepared.info.output_tensors()[0].elements)
     outcome, searched = stage.maybe_search(model_path, prepared, ds, val, target, opts, budget, reporter)
     if (outcome is not None and outcome.result is not None and outcome.result.chosen is None and opts.runtime is None
             and runtime == "tflm" and "native" in target.runtimes and outcome.result.closest is not None

@@ -48,26 +48,69 @@ class Dataset:
     y: np.ndarray | None  # [N] integer class labels
     source: str
     quant: InputQuant | None = None  # set when x holds quantized integers of known scale
+    classes: int | None = None  # the class count the labels were written for (y_labels.csv), if stated
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def head(self, n: int) -> Dataset:
-        return Dataset(self.x[:n], None if self.y is None else self.y[:n], self.source, self.quant)
+        return Dataset(self.x[:n], None if self.y is None else self.y[:n], self.source, self.quant, self.classes)
+
+    def check_labels(self, outputs: int) -> None:
+        """DataError unless the labels are class indices of a model with ``outputs`` classes: a label
+        out of range would silently count as a miss (0 % top-1 for the wrong file)."""
+        if self.y is None:
+            return
+        if self.classes is not None and self.classes != outputs:
+            raise DataError(f"the labels of {self.source} are for {self.classes} classes but the model has "
+                            f"{outputs} outputs", "pass the labels written for this model")
+        if len(self.y) and int(self.y.max()) >= outputs:
+            raise DataError(f"{self.source} has label {int(self.y.max())} but the model has {outputs} classes "
+                            f"(labels 0..{outputs - 1})", "pass the labels written for this model, as class "
+                            "indices")
 
 
-def _labels_from_csv(path: Path) -> dict[str, int]:
+def class_labels(y: np.ndarray, source: str) -> np.ndarray:
+    """``y`` as int64 class indices; DataError for fractional, negative or non-finite labels."""
+    y = np.asarray(y).reshape(-1)
+    if y.dtype.kind == "b" or y.dtype.kind not in "fiu":
+        raise DataError(f"labels in {source} have dtype {y.dtype}", "store y as integer class indices")
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            bad = y[~np.isfinite(y) | (y != np.round(np.nan_to_num(y)))][0]
+            raise DataError(f"{source} has label {float(bad)!r}, not a class index",
+                            "store y as integer class indices 0..num_classes-1 (not one-hot, not scores)")
+    if len(y) and y.min() < 0:
+        raise DataError(f"{source} has label {int(y.min())}, not a class index",
+                        "labels are class indices 0..num_classes-1")
+    return y.astype(np.int64)
+
+
+def _labels_from_csv(path: Path) -> tuple[dict[str, int], int | None]:
+    """Labels by file name and the class count the rows state (rows: file,num_classes,label)."""
     labels: dict[str, int] = {}
+    counts: set[int] = set()
     with path.open(newline="") as f:
         for row in csv.reader(f):
             if not row or row[0].strip().lower() in ("file", "filename", "name"):
                 continue
             try:
-                labels[row[0].strip()] = int(row[-1])
+                label = int(row[-1])
+                count = int(row[1]) if len(row) >= 3 else None
             except ValueError:
                 raise DataError(f"{path}: label {row[-1]!r} of {row[0]!r} is not an integer",
                                 "y_labels.csv rows are: file,num_classes,label") from None
-    return labels
+            if label < 0 or (count is not None and not 0 <= label < count):
+                raise DataError(f"{path}: label {label} of {row[0]!r} is not a class index"
+                                + (f" for {count} classes" if count is not None else ""),
+                                "y_labels.csv rows are: file,num_classes,label with 0 <= label < num_classes")
+            if count is not None:
+                counts.add(count)
+            labels[row[0].strip()] = label
+    if len(counts) > 1:
+        raise DataError(f"{path}: rows disagree on num_classes ({sorted(counts)})",
+                        "y_labels.csv rows are: file,num_classes,label, with one num_classes for all")
+    return labels, next(iter(counts), None)
 
 
 def _bin_folder(folder: Path, shape: tuple[int, ...], dtype: np.dtype, quant: InputQuant | None) -> Dataset:
@@ -97,16 +140,17 @@ def _bin_folder(folder: Path, shape: tuple[int, ...], dtype: np.dtype, quant: In
         rows.append(np.frombuffer(raw, dtype=stored).reshape(shape))
     x = np.stack(rows)
     check_finite(x, str(folder))
-    y = None
+    y, classes = None, None
     labels_path = folder / LABELS_FILE
     if labels_path.is_file():
-        labels = _labels_from_csv(labels_path)
+        labels, classes = _labels_from_csv(labels_path)
         missing = [f.name for f in files if f.name not in labels]
         if missing:
             raise DataError(f"{LABELS_FILE} has no label for {missing[0]} ({len(missing)} missing)",
                             "list every .bin file in y_labels.csv, or remove the file to run without labels")
         y = np.array([labels[f.name] for f in files], dtype=np.int64)
-    return Dataset(x, y, str(folder), quant if stored.itemsize == 1 and dtype.kind == "f" else None)
+    return Dataset(x, y, str(folder), quant if stored.itemsize == 1 and dtype.kind == "f" else None,
+                   classes if y is not None else None)
 
 
 def _conform(x: np.ndarray, shape: tuple[int, ...], source: str) -> np.ndarray:
@@ -136,7 +180,7 @@ def load_dataset(path: str | Path, sample_shape: tuple[int, ...], dtype: np.dtyp
                     raise DataError(f"{p.name} has no array 'x' (found {', '.join(z.files) or 'none'})",
                                     "save with np.savez(path, x=inputs, y=labels)")
                 x = np.asarray(z["x"])
-                y = np.asarray(z["y"]).astype(np.int64).reshape(-1) if "y" in z.files else None
+                y = class_labels(z["y"], p.name) if "y" in z.files else None
         elif p.suffix == ".npy":
             x, y = np.load(p, allow_pickle=False), None
         else:

@@ -214,3 +214,108 @@ def test_bad_data_quant_is_a_usage_error(cli, tiny: Path, tmp_path: Path, quant:
     r = cli("build", tiny, "--target", "cortex-m4", f"--data-quant={quant}", "--out", tmp_path / "o")
     assert_clean_error(r, 2)
     assert "--data-quant" in r.err
+
+
+# --------------------------------------------------------------------------- wrong artefacts are refused
+
+
+def _edited(tmp_path: Path, name: str, edit) -> Path:  # noqa: ANN001 - edit(ModelT)
+    from conftest import FIXTURES
+    from edgeforge.model.rewrite import pack, unpack
+
+    model = unpack((FIXTURES / "tiny_int8.tflite").read_bytes())
+    edit(model)
+    path = tmp_path / name
+    path.write_bytes(pack(model))
+    return path
+
+
+@pytest.mark.parametrize("where, scale, what", [
+    ("inputs", float("nan"), "non-finite"), ("inputs", 0.0, "no positive"), ("outputs", 0.0, "no positive"),
+    ("outputs", float("inf"), "non-finite"), ("inputs", -0.5, "no positive"),
+])
+def test_tflite_with_a_bad_io_scale_exits_65(cli, tmp_path: Path, where: str, scale: float, what: str) -> None:
+    def edit(model) -> None:  # noqa: ANN001
+        sg = model.subgraphs[0]
+        sg.tensors[getattr(sg, where)[0]].quantization.scale = [scale]
+
+    path = _edited(tmp_path, "scaled.tflite", edit)
+    r = cli("build", path, "--target", "cortex-m4", "--out", tmp_path / "o")
+    assert_clean_error(r, 65)
+    assert what in r.err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_graph_without_operators_exits_65(cli, tmp_path: Path) -> None:
+    def edit(model) -> None:  # noqa: ANN001
+        sg = model.subgraphs[0]
+        sg.operators = []
+        sg.outputs = list(sg.inputs)
+
+    path = _edited(tmp_path, "empty.tflite", edit)
+    for args in (["analyze", path], ["build", path, "--target", "cortex-m4", "--out", tmp_path / "o"]):
+        r = cli(*args)
+        assert_clean_error(r, 65)
+        assert "no operators" in r.err
+
+
+def test_an_int8_conversion_with_float_io_is_refused() -> None:
+    """What all-NaN calibration gave before: a float-input model labelled "int8 I/O" with kInput0Scale = 0."""
+    from conftest import FIXTURES
+    from edgeforge.build import check_converted
+    from edgeforge.errors import ModelError
+    from edgeforge.model.tflite import read_tflite
+
+    info = read_tflite((FIXTURES / "topk_float.tflite").read_bytes())
+    with pytest.raises(ModelError, match="not int8"):
+        check_converted(info, "m.keras", "int8")
+    check_converted(info, "m.keras", "float32")
+
+
+@pytest.mark.parametrize("y, what", [(99, "label 99 but the model has 10 classes"), (-1, "label -1"),
+                                     (0.5, "label 0.5")])
+def test_labels_that_are_not_class_indices_exit_65(cli, tiny: Path, tmp_path: Path, y: float, what: str) -> None:
+    np.savez(tmp_path / "d.npz", x=_samples(), y=np.full(12, y))
+    r = cli("build", tiny, "--target", "cortex-m4", "--data", tmp_path / "d.npz", "--out", tmp_path / "o")
+    assert_clean_error(r, 65)
+    assert what in r.err
+    assert not (tmp_path / "o").exists()
+
+
+def test_label_file_for_another_class_count_exits_65(cli, tiny: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "bins"
+    folder.mkdir()
+    for i, x in enumerate(_samples(4)):
+        (x * 100).astype(np.int8).tofile(folder / f"s{i}.bin")
+    (folder / "y_labels.csv").write_text("".join(f"s{i}.bin,12,{i}\n" for i in range(4)))
+    r = cli("build", tiny, "--target", "cortex-m4", "--data", folder, "--out", tmp_path / "o")
+    assert_clean_error(r, 65)
+    assert "12 classes" in r.err and "10 outputs" in r.err
+    (folder / "y_labels.csv").write_text("".join(f"s{i}.bin,10,{i + 9}\n" for i in range(4)))
+    r = cli("build", tiny, "--target", "cortex-m4", "--data", folder, "--out", tmp_path / "o")
+    assert_clean_error(r, 65)
+    assert "not a class index for 10 classes" in r.err
+
+
+def test_in_range_labels_still_score(cli, tiny: Path, tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", x=_samples(), y=np.arange(12) % 10)
+    r = cli("build", tiny, "--target", "cortex-m4", "--data", tmp_path / "d.npz", "--out", tmp_path / "o", "--json")
+    assert r.code in (0, 3), r.err
+    import json
+
+    assert json.loads(r.out)["accuracy"]["top1"] is not None
+
+
+@pytest.mark.parametrize("symbol", ["int", "class", "main", "new", "NULL", "kTensorArenaSize", "kInput0Scale",
+                                    "g_tensor_arena", "a__b", "uint8_t"])
+def test_symbols_the_emitted_code_cannot_use_exit_2(cli, tiny: Path, tmp_path: Path, symbol: str) -> None:
+    r = cli("build", tiny, "--target", "cortex-m4", "--symbol", symbol, "--out", tmp_path / "o")
+    assert_clean_error(r, 2)
+    assert "--symbol" in r.err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_good_symbol_names_the_array(cli, tiny: Path, tmp_path: Path) -> None:
+    r = cli("build", tiny, "--target", "cortex-m4", "--symbol", "kws_model", "--out", tmp_path / "o")
+    assert r.code in (0, 3), r.err
+    assert "kws_model[]" in (tmp_path / "o" / "tflm" / "model_data.h").read_text()

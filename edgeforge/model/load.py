@@ -9,6 +9,7 @@ signature's concrete function with the batch fixed to 1 (see ``convert``).
 from __future__ import annotations
 
 import hashlib
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,29 @@ def load_model(path: str | Path, trust_code: bool = False) -> SourceModel:
 
 def _check_tflite(info: ModelInfo, name: str) -> None:
     for t in info.input_tensors() + info.output_tensors():
-        if any(d < 0 for d in t.shape_signature[1:]) or not t.shape:
+        if not t.shape:
+            raise ModelError(f"{name}: {'input' if t.index in info.inputs else 'output'} {t.name!r} is a scalar "
+                             "(shape []); edgeforge builds models whose inputs and outputs are tensors",
+                             "export the model with a batch dimension, e.g. input shape [1, N]")
+        if any(d < 0 for d in t.shape_signature[1:]):
             raise ModelError(f"{name} has a dynamic shape on tensor {t.name!r} {list(t.shape_signature)}",
                              "export the model with fixed input sizes (batch may be dynamic)")
+    check_model(info, name)
+
+
+def check_model(info: ModelInfo, name: str) -> None:
+    """ModelError (exit 65) for a graph no build should come from: no operators, or quantization
+    parameters that are not finite, or an integer input/output without a positive scale (the
+    emitted ``kInput0Scale`` would be ``nanf`` or 0, and every real value maps to one integer)."""
+    if not info.ops:
+        raise ModelError(f"{name} has no operators: its graph computes nothing",
+                         "export the trained model itself (its layers), not an empty or identity graph")
+    for t in info.tensors:
+        if any(not math.isfinite(s) for s in t.scale):
+            raise ModelError(f"{name}: tensor {t.name!r} has a non-finite quantization scale {list(t.scale)[:4]}",
+                             "the file is damaged or was quantized from bad data: re-export or re-quantize it")
+    for t in info.input_tensors() + info.output_tensors():
+        if t.dtype in ("int8", "uint8", "int16") and (not t.scale or t.scale[0] <= 0):
+            raise ModelError(f"{name}: integer tensor {t.name!r} has no positive quantization scale "
+                             f"({list(t.scale) or 'none'})", "re-quantize the model from its float source "
+                             "with representative calibration data")
