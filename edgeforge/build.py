@@ -25,6 +25,7 @@ from edgeforge.events import NullReporter, Reporter
 from edgeforge.model import convert as conv
 from edgeforge.emit.symbol import model_symbol
 from edgeforge.model.load import SourceModel, check_model, load_model
+from edgeforge.model.rewrite import float_graph
 from edgeforge.model.tflite import ModelInfo, read_tflite
 from edgeforge.native.emit import prepare_native
 from edgeforge.native.stage import NativeResult, native_stage
@@ -174,6 +175,10 @@ def prepare(model_path: Path, target: Target, scheme: str, runtime: str, data: P
             float_model = (fb, read_tflite(fb))
         elif source.info is not None and _is_float_tflite(source.info):
             float_model = (source.tflite, source.info)
+        elif source.tflite is not None and not already_int8 and all(
+                t.dtype == "float32" for t in source.info.input_tensors()):
+            fb = float_graph(source.tflite)  # a hybrid model (int8 weights, float I/O): its float reference
+            float_model = (fb, read_tflite(fb))
     finally:
         if graph is not None:
             graph.close()

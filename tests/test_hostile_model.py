@@ -319,3 +319,92 @@ def test_a_good_symbol_names_the_array(cli, tiny: Path, tmp_path: Path) -> None:
     r = cli("build", tiny, "--target", "cortex-m4", "--symbol", "kws_model", "--out", tmp_path / "o")
     assert r.code in (0, 3), r.err
     assert "kws_model[]" in (tmp_path / "o" / "tflm" / "model_data.h").read_text()
+
+
+# --------------------------------------------------------------------------- valid models accepted
+
+
+@pytest.fixture(scope="module")
+def keras_float_tflite(small_keras: Path) -> Path:
+    """A float .tflite as TFLiteConverter.from_keras_model writes it: its signature's input is named
+    after the Keras layer, its tensor ``serving_default_<layer>:0``."""
+    import keras
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.models.load_model(small_keras))
+    path = small_keras.parent / "keras_float.tflite"
+    path.write_bytes(converter.convert())
+    return path
+
+
+def test_float_tflite_from_keras_quantizes_to_int8(cli, keras_float_tflite: Path, tmp_path: Path) -> None:
+    """Before: "conversion to int8 failed: 'input_layer'" (samples keyed by the tensor name)."""
+    np.savez(tmp_path / "d.npz", x=_samples(), y=np.arange(12) % 10)
+    r = cli("build", keras_float_tflite, "--target", "cortex-m4", "--data", tmp_path / "d.npz", "--out",
+            tmp_path / "o", "--json")
+    assert r.code in (0, 3), r.err
+    import json
+
+    doc = json.loads(r.out)
+    assert [t["dtype"] for t in doc["model"]["inputs"] + doc["model"]["outputs"]] == ["int8", "int8"]
+    assert doc["accuracy"]["sqnr_db"] > 15  # against the float .tflite itself
+
+
+def test_old_schema_opcodes_are_normalized() -> None:
+    """Pre-3a files keep the op in deprecated_builtin_code and leave builtin_code 0 (= ADD)."""
+    from conftest import FIXTURES
+    from edgeforge.model.rewrite import normalize_opcodes, pack, unpack
+    from edgeforge.model.tflite import read_tflite
+
+    data = (FIXTURES / "tiny_int8.tflite").read_bytes()
+    model = unpack(data)
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    for c in model.operatorCodes:
+        c.deprecatedBuiltinCode, c.builtinCode = max(c.builtinCode, c.deprecatedBuiltinCode), 0
+    old = pack(model)
+    assert [c.builtinCode for c in unpack(normalize_opcodes(old)).operatorCodes] == codes
+    assert read_tflite(normalize_opcodes(old)).op_names == read_tflite(data).op_names
+
+
+@pytest.mark.mlperf
+def test_mlperf_kws_float32_tflite_quantizes_and_keeps_accuracy(cli, mlperf: Path, tmp_path: Path) -> None:
+    """Before: refused by TFLite Micro (pooling_common.cc:73 scale_diff). The file uses the old op-code
+    field and int8 (hybrid) conv weights: it is normalized to a clean float graph, then quantized."""
+    import json
+
+    r = cli("build", mlperf / "kws" / "kws_ref_model_float32.tflite", "--target", "cortex-m4", "--data",
+            mlperf / "samples" / "kws01", "--data-quant", "0.584703,83", "--calib-samples", 100,
+            "--out", tmp_path / "o", "--json")
+    assert r.code == 0, r.err
+    acc = json.loads(r.out)["accuracy"]
+    assert acc["samples"] == 500
+    assert acc["float_top1"] == pytest.approx(0.898, abs=0.005)  # the float reference: the README's figure
+    assert acc["top1"] >= 0.88  # the reference int8 model: 0.898
+
+
+@pytest.mark.mlperf
+def test_tie_scales_gives_pools_their_inputs_quantization(mlperf: Path) -> None:
+    """Defence in depth for quantizers that calibrate each tensor alone: TFLite Micro requires an
+    average pool's output quantized like its input, and softmax's output on 1/256."""
+    from edgeforge.hostrun import tflm_interpreter
+    from edgeforge.model.convert import tie_scales
+    from edgeforge.model.rewrite import pack, unpack
+    from edgeforge.model.tflite import read_tflite
+
+    data = (mlperf / "kws" / "kws_ref_model_int8.tflite").read_bytes()
+    info = read_tflite(data)
+    pool = next(op for op in info.ops if op.op == "AVERAGE_POOL_2D")
+    soft = next(op for op in info.ops if op.op == "SOFTMAX")
+    model = unpack(data)
+    tensors = model.subgraphs[0].tensors
+    tensors[pool.outputs[0]].quantization.scale = [0.5]
+    tensors[soft.outputs[0]].quantization.scale = [0.01]
+    broken = pack(model)
+    from edgeforge.errors import ModelError
+
+    with pytest.raises(ModelError, match="pooling"):
+        tflm_interpreter(broken)
+    fixed = read_tflite(tie_scales(broken))
+    assert fixed.tensors[pool.outputs[0]].scale == fixed.tensors[pool.inputs[0]].scale
+    assert fixed.tensors[soft.outputs[0]].scale == (1 / 256,)
+    tflm_interpreter(tie_scales(broken))

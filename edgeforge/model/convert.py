@@ -264,6 +264,62 @@ def _with_signature(data: bytes) -> bytes:
     return bytes(builder.Output())
 
 
+#: Ops whose int8 output must carry its input's scale and zero point: TFLite Micro's pooling kernels
+#: check it (pooling_common.cc), and shape-only ops copy bytes. TFLite's converter ties them; ai-edge-
+#: quantizer calibrates each tensor on its own, so an average pool's narrower output range got its own
+#: scale and the MLPerf KWS model was refused by TFLite Micro.
+SAME_SCALE_OPS = frozenset({"AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS"})
+#: Ops with a fixed int8 output range that TFLite Micro's kernels require exactly (softmax_common.cc and
+#: friends): (scale, zero point), as TFLite's converter sets them.
+FIXED_OUTPUT_QUANT = {"SOFTMAX": (1 / 256, -128), "LOGISTIC": (1 / 256, -128), "TANH": (1 / 128, 0)}
+
+
+def tie_scales(data: bytes) -> bytes:
+    """``data`` with each SAME_SCALE_OPS output quantized like its input, in graph order (a reshape after
+    a pool follows the pool), and FIXED_OUTPUT_QUANT outputs on their fixed grid. Sound for these ops:
+    their outputs lie within their inputs' range, or within the fixed range of the function."""
+    from edgeforge.model.rewrite import pack, unpack
+
+    info = read_tflite(data)
+    model = unpack(data)
+    tensors = model.subgraphs[0].tensors
+    changed = False
+    for op in info.ops:
+        fixed = FIXED_OUTPUT_QUANT.get(op.op)
+        if fixed is not None and info.tensors[op.outputs[0]].dtype == "int8":
+            q = tensors[op.outputs[0]].quantization
+            if q is not None and (list(q.scale or []), list(q.zeroPoint or [])) != ([fixed[0]], [fixed[1]]):
+                q.scale, q.zeroPoint = [fixed[0]], [fixed[1]]
+                changed = True
+            continue
+        if op.op not in SAME_SCALE_OPS or not op.inputs or op.inputs[0] < 0:
+            continue
+        src, dst = tensors[op.inputs[0]], tensors[op.outputs[0]]
+        if src.type != dst.type or src.quantization is None or dst.quantization is None:
+            continue
+        if src.quantization.scale is None or len(src.quantization.scale) != 1:
+            continue  # per-tensor activations only
+        if (list(dst.quantization.scale or []) != list(src.quantization.scale)
+                or list(dst.quantization.zeroPoint or []) != list(src.quantization.zeroPoint or [])):
+            dst.quantization.scale = list(src.quantization.scale)
+            dst.quantization.zeroPoint = list(src.quantization.zeroPoint or [0])
+            changed = True
+    return pack(model) if changed else data
+
+
+def _signature_input(data: bytes) -> tuple[str, str]:
+    """The first signature's key and its first input's name: the quantizer keys calibration samples by
+    these, which differ from the tensor's own name (``serving_default_x:0`` is input ``x``)."""
+    from edgeforge.model.rewrite import unpack
+
+    sig = unpack(data).signatureDefs[0]
+
+    def text(v: bytes | str) -> str:
+        return v.decode() if isinstance(v, bytes) else str(v)
+
+    return text(sig.signatureKey), text(sig.inputs[0].name)
+
+
 def quantize_tflite(data: bytes, scheme: str, calibration: np.ndarray | None, name: str = "the model") -> bytes:
     """Quantize a float .tflite (no TF graph to re-convert) with ai-edge-quantizer, in a worker process."""
     if scheme == "float32":
@@ -289,23 +345,24 @@ def quantize_local(data: bytes, scheme: str, calibration: np.ndarray | None) -> 
     if scheme not in recipes:
         raise ModelError(f"a .tflite source cannot be converted to {scheme}",
                          "pass the Keras/SavedModel source, or choose --quantization int8 or dynamic-int8")
-    signed = _with_signature(data)
-    info = read_tflite(signed)
+    from edgeforge.model.rewrite import float_graph
+
+    signed = _with_signature(float_graph(data))
     try:
         with captured_output():
             q = quantizer.Quantizer(signed, recipes[scheme]())
             result = None
             if scheme == "int8":
                 assert calibration is not None
-                name = info.input_tensors()[0].name
+                key, name = _signature_input(signed)
                 samples = [{name: calibration[i : i + 1].astype(np.float32)} for i in range(len(calibration))]
-                result = q.calibrate({"serving_default": samples})
+                result = q.calibrate({key: samples})
             out = bytes(q.quantize(result).quantized_model)
             if scheme == "int8":
                 from tensorflow.lite.python import util
 
                 tf = tensorflow()
-                out = bytes(util.modify_model_io_type(out, tf.int8, tf.int8))
+                out = tie_scales(bytes(util.modify_model_io_type(out, tf.int8, tf.int8)))
     except Exception as exc:
         raise _converter_error(exc, scheme) from None
     return out
