@@ -16,7 +16,8 @@ from edgeforge.arena import ArenaMeasurement, measure_arena
 from edgeforge.budget import Verdict
 from edgeforge.compress import stage
 from edgeforge.compress.driver import SearchOptions
-from edgeforge.data import Dataset, InputQuant, float_view, load_dataset, model_view, synthetic
+from edgeforge.data import (Dataset, InputQuant, float_view, load_dataset, model_view, require_regular_file,
+                            synthetic)
 from edgeforge.emit import bundle as bundle_emit
 from edgeforge.emit import mcu
 from edgeforge.errors import DataError, ModelError, UnsupportedOpError, UsageError
@@ -266,6 +267,7 @@ def verdicts(analysis: Analysis, budget: Budget, accuracy: Accuracy | None) -> t
 def _read_labels(path: Path | None) -> list[str] | None:
     if path is None:
         return None
+    require_regular_file(path, DataError)
     try:
         labels = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
     except (OSError, UnicodeDecodeError) as exc:

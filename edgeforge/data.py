@@ -1,5 +1,5 @@
-"""Calibration / validation data: ``.npz`` (``x``, optional ``y``), ``.npy``, or a folder of raw
-``.bin`` files (one input tensor each, MLPerf Tiny style) with an optional ``y_labels.csv``.
+"""Calibration / validation data: ``.npz`` (``x``, optional ``y``), ``.npy``, one raw ``.bin`` file, or a
+folder of raw ``.bin`` files (one input tensor each, MLPerf Tiny style) with an optional ``y_labels.csv``.
 
 Data comes in the dtype it was stored in; ``float_view`` and ``model_view`` convert it for a
 float model (calibration, reference) or for the quantized model's own input tensor.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeforge.errors import DataError, UsageError
+from edgeforge.errors import DataError, EdgeforgeError, UsageError
 
 LABELS_FILE = "y_labels.csv"
 
@@ -117,6 +117,15 @@ def _bin_folder(folder: Path, shape: tuple[int, ...], dtype: np.dtype, quant: In
     files = sorted(folder.glob("*.bin"))
     if not files:
         raise DataError(f"{folder} holds no .bin files", "pass a folder of raw input tensors, a .npz or a .npy")
+    labels_path = folder / LABELS_FILE
+    return _bin_files(files, str(folder), shape, dtype, quant, labels_path if labels_path.is_file() else None)
+
+
+def _bin_files(files: list[Path], source: str, shape: tuple[int, ...], dtype: np.dtype, quant: InputQuant | None,
+               labels_path: Path | None) -> Dataset:
+    """Raw input tensors, one per file (MLPerf Tiny style), with labels from ``labels_path``."""
+    for f in files:
+        require_regular_file(f, DataError)
     elems = math.prod(shape)
     size = files[0].stat().st_size
     if size == elems * dtype.itemsize:
@@ -139,18 +148,31 @@ def _bin_folder(folder: Path, shape: tuple[int, ...], dtype: np.dtype, quant: In
                             "every .bin file must hold one input tensor")
         rows.append(np.frombuffer(raw, dtype=stored).reshape(shape))
     x = np.stack(rows)
-    check_finite(x, str(folder))
+    check_finite(x, source)
     y, classes = None, None
-    labels_path = folder / LABELS_FILE
-    if labels_path.is_file():
+    if labels_path is not None:
         labels, classes = _labels_from_csv(labels_path)
         missing = [f.name for f in files if f.name not in labels]
         if missing:
             raise DataError(f"{LABELS_FILE} has no label for {missing[0]} ({len(missing)} missing)",
                             "list every .bin file in y_labels.csv, or remove the file to run without labels")
         y = np.array([labels[f.name] for f in files], dtype=np.int64)
-    return Dataset(x, y, str(folder), quant if stored.itemsize == 1 and dtype.kind == "f" else None,
+    return Dataset(x, y, source, quant if stored.itemsize == 1 and dtype.kind == "f" else None,
                    classes if y is not None else None)
+
+
+def require_regular_file(path: Path, error: type[EdgeforgeError]) -> None:
+    """``error`` unless ``path`` is a regular file: reading a FIFO or a device blocks for ever or never ends."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror}", "check the path and its permissions") from None
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else \
+            "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+        raise error(f"{path} is {kind}, not a file edgeforge can read", "pass a regular file (or folder)")
 
 
 def _conform(x: np.ndarray, shape: tuple[int, ...], source: str) -> np.ndarray:
@@ -173,6 +195,9 @@ def load_dataset(path: str | Path, sample_shape: tuple[int, ...], dtype: np.dtyp
         raise DataError(f"data not found: {p}", "check the path")
     if p.is_dir():
         return _bin_folder(p, sample_shape, dtype, quant)
+    require_regular_file(p, DataError)
+    if p.suffix.lower() == ".bin":  # one raw input tensor
+        return _bin_files([p], p.name, sample_shape, dtype, quant, None)
     try:
         if p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
@@ -184,7 +209,8 @@ def load_dataset(path: str | Path, sample_shape: tuple[int, ...], dtype: np.dtyp
         elif p.suffix == ".npy":
             x, y = np.load(p, allow_pickle=False), None
         else:
-            raise DataError(f"{p.name}: unknown data format", "use .npz (x, optional y), .npy, or a folder of .bin")
+            raise DataError(f"{p.name}: unknown data format",
+                            "use .npz (x, optional y), .npy, a .bin file (one raw input tensor) or a folder of .bin")
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"cannot read {p.name}: {str(exc).splitlines()[0][:200]}",
                         "the file is corrupt or not a NumPy file") from None

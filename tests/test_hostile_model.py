@@ -408,3 +408,74 @@ def test_tie_scales_gives_pools_their_inputs_quantization(mlperf: Path) -> None:
     assert fixed.tensors[pool.outputs[0]].scale == fixed.tensors[pool.inputs[0]].scale
     assert fixed.tensors[soft.outputs[0]].scale == (1 / 256,)
     tflm_interpreter(tie_scales(broken))
+
+
+# --------------------------------------------------------------------------- odd files and shapes
+
+
+@pytest.fixture
+def deadline():  # noqa: ANN201 - a hang fails the test instead of the suite
+    import signal
+
+    def expire(*_: object) -> None:
+        raise TimeoutError("edgeforge blocked on the input")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("command", ["analyze", "build"])
+def test_a_fifo_named_like_a_model_is_refused_at_once(cli, tmp_path: Path, deadline, command: str) -> None:
+    import os
+
+    fifo = tmp_path / "m.tflite"
+    os.mkfifo(fifo)
+    r = cli(command, fifo, *(["--target", "cortex-m4", "--out", tmp_path / "o"] if command == "build" else []))
+    assert_clean_error(r, 65)
+    assert "FIFO" in r.err
+
+
+@pytest.mark.parametrize("name", ["d.npz", "d.bin", "bins/a.bin", "labels.txt"])
+def test_a_fifo_as_data_is_refused_at_once(cli, tiny: Path, tmp_path: Path, deadline, name: str) -> None:
+    import os
+
+    fifo = tmp_path / name
+    fifo.parent.mkdir(exist_ok=True)
+    os.mkfifo(fifo)
+    option = {"d.npz": "--data", "d.bin": "--val", "bins/a.bin": "--data", "labels.txt": "--labels"}[name]
+    r = cli("build", tiny, "--target", "rpi4" if option == "--labels" else "cortex-m4", option,
+            fifo.parent if name.startswith("bins") else fifo, "--out", tmp_path / "o")
+    assert_clean_error(r, 65)
+    assert "FIFO" in r.err
+
+
+def test_a_scalar_input_is_not_called_a_dynamic_shape(cli, tmp_path: Path) -> None:
+    def edit(model) -> None:  # noqa: ANN001
+        sg = model.subgraphs[0]
+        t = sg.tensors[sg.inputs[0]]
+        t.shape, t.shapeSignature = [], None
+
+    r = cli("analyze", _edited(tmp_path, "scalar.tflite", edit))
+    assert_clean_error(r, 65)
+    assert "scalar" in r.err and "dynamic" not in r.err
+
+
+def test_a_single_bin_file_is_data_and_input(cli, tiny: Path, tmp_path: Path) -> None:
+    """One raw input tensor in a .bin file: --data, --val and `run --input` (before: "unknown data format")."""
+    x = (_samples(1)[0] * 100).astype(np.int8)
+    x.tofile(tmp_path / "one.bin")
+    r = cli("build", tiny, "--target", "cortex-m4", "--data", tmp_path / "one.bin", "--out", tmp_path / "o")
+    assert r.code in (0, 3), r.err
+    r = cli("run", tmp_path / "o", "--input", tmp_path / "one.bin", "--output", tmp_path / "y.npy")
+    assert r.code == 0, r.err
+    from edgeforge.hostrun import run_batch
+
+    want = run_batch(tiny.read_bytes(), "tflm", x.reshape(1, 1, 8, 8, 1))
+    assert np.array_equal(np.load(tmp_path / "y.npy").reshape(-1), want.reshape(-1))
+    (tmp_path / "short.bin").write_bytes(b"\0" * 63)
+    r = cli("build", tiny, "--target", "cortex-m4", "--data", tmp_path / "short.bin", "--out", tmp_path / "o2")
+    assert_clean_error(r, 65)
+    assert "63 bytes" in r.err

@@ -14,6 +14,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeforge.data import require_regular_file
 from edgeforge.errors import ModelError
 from edgeforge.model.tflite import FILE_IDENTIFIER, ModelInfo, read_tflite
 from edgeforge.model.trust import check_model_code
@@ -49,7 +50,8 @@ def _sha256_file(path: Path) -> str:
 def _sha256_dir(path: Path) -> str:
     """Hash of a folder: relative paths and contents, in sorted order (stable across machines)."""
     h = hashlib.sha256()
-    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+    for p in sorted(q for q in path.rglob("*") if not q.is_dir()):
+        require_regular_file(p, ModelError)  # TensorFlow would block on a FIFO named saved_model.pb
         h.update(p.relative_to(path).as_posix().encode() + b"\0")
         h.update(_sha256_file(p).encode())
     return h.hexdigest()
@@ -85,6 +87,8 @@ def load_model(path: str | Path, trust_code: bool = False) -> SourceModel:
     p = Path(path)
     if not p.exists():
         raise ModelError(f"model not found: {p}", "check the path")
+    if not p.is_dir():
+        require_regular_file(p, ModelError)
     fmt = detect_format(p)
     if fmt == "savedmodel":
         return SourceModel(p, fmt, _sha256_dir(p))
