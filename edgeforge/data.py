@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import math
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,23 +89,28 @@ def _labels_from_csv(path: Path) -> tuple[dict[str, int], int | None]:
     """Labels by file name and the class count the rows state (rows: file,num_classes,label)."""
     labels: dict[str, int] = {}
     counts: set[int] = set()
-    with path.open(newline="") as f:
-        for row in csv.reader(f):
-            if not row or row[0].strip().lower() in ("file", "filename", "name"):
-                continue
-            try:
-                label = int(row[-1])
-                count = int(row[1]) if len(row) >= 3 else None
-            except ValueError:
-                raise DataError(f"{path}: label {row[-1]!r} of {row[0]!r} is not an integer",
-                                "y_labels.csv rows are: file,num_classes,label") from None
-            if label < 0 or (count is not None and not 0 <= label < count):
-                raise DataError(f"{path}: label {label} of {row[0]!r} is not a class index"
-                                + (f" for {count} classes" if count is not None else ""),
-                                "y_labels.csv rows are: file,num_classes,label with 0 <= label < num_classes")
-            if count is not None:
-                counts.add(count)
-            labels[row[0].strip()] = label
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read {path}: {str(exc)[:200]}",
+                        "y_labels.csv is a UTF-8 text file of rows file,num_classes,label") from None
+    for row in rows:
+        if not row or row[0].strip().lower() in ("file", "filename", "name"):
+            continue
+        try:
+            label = int(row[-1])
+            count = int(row[1]) if len(row) >= 3 else None
+        except ValueError:
+            raise DataError(f"{path}: label {row[-1]!r} of {row[0]!r} is not an integer",
+                            "y_labels.csv rows are: file,num_classes,label") from None
+        if label < 0 or (count is not None and not 0 <= label < count):
+            raise DataError(f"{path}: label {label} of {row[0]!r} is not a class index"
+                            + (f" for {count} classes" if count is not None else ""),
+                            "y_labels.csv rows are: file,num_classes,label with 0 <= label < num_classes")
+        if count is not None:
+            counts.add(count)
+        labels[row[0].strip()] = label
     if len(counts) > 1:
         raise DataError(f"{path}: rows disagree on num_classes ({sorted(counts)})",
                         "y_labels.csv rows are: file,num_classes,label, with one num_classes for all")
@@ -211,9 +215,11 @@ def load_dataset(path: str | Path, sample_shape: tuple[int, ...], dtype: np.dtyp
         else:
             raise DataError(f"{p.name}: unknown data format",
                             "use .npz (x, optional y), .npy, a .bin file (one raw input tensor) or a folder of .bin")
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"cannot read {p.name}: {str(exc).splitlines()[0][:200]}",
-                        "the file is corrupt or not a NumPy file") from None
+    except DataError:
+        raise
+    except Exception as exc:  # numpy's header parser raises ValueError, SyntaxError, tokenize errors...
+        text = str(exc).splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read {p.name}: {text}", "the file is corrupt or not a NumPy file") from None
     x = _conform(x, sample_shape, p.name)
     if len(x) == 0:
         raise DataError(f"{p.name} holds no samples (x has shape {list(x.shape)})",

@@ -274,6 +274,11 @@ SAME_SCALE_OPS = frozenset({"AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "SQUEEZ
 FIXED_OUTPUT_QUANT = {"SOFTMAX": (1 / 256, -128), "LOGISTIC": (1 / 256, -128), "TANH": (1 / 128, 0)}
 
 
+def _values(v: Any) -> list[Any]:
+    """A schema vector field (None, a list or a numpy array) as a list."""
+    return [] if v is None else [x.item() if hasattr(x, "item") else x for x in v]
+
+
 def tie_scales(data: bytes) -> bytes:
     """``data`` with each SAME_SCALE_OPS output quantized like its input, in graph order (a reshape after
     a pool follows the pool), and FIXED_OUTPUT_QUANT outputs on their fixed grid. Sound for these ops:
@@ -288,7 +293,7 @@ def tie_scales(data: bytes) -> bytes:
         fixed = FIXED_OUTPUT_QUANT.get(op.op)
         if fixed is not None and info.tensors[op.outputs[0]].dtype == "int8":
             q = tensors[op.outputs[0]].quantization
-            if q is not None and (list(q.scale or []), list(q.zeroPoint or [])) != ([fixed[0]], [fixed[1]]):
+            if q is not None and (_values(q.scale), _values(q.zeroPoint)) != ([fixed[0]], [fixed[1]]):
                 q.scale, q.zeroPoint = [fixed[0]], [fixed[1]]
                 changed = True
             continue
@@ -299,10 +304,10 @@ def tie_scales(data: bytes) -> bytes:
             continue
         if src.quantization.scale is None or len(src.quantization.scale) != 1:
             continue  # per-tensor activations only
-        if (list(dst.quantization.scale or []) != list(src.quantization.scale)
-                or list(dst.quantization.zeroPoint or []) != list(src.quantization.zeroPoint or [])):
-            dst.quantization.scale = list(src.quantization.scale)
-            dst.quantization.zeroPoint = list(src.quantization.zeroPoint or [0])
+        src_zp = _values(src.quantization.zeroPoint) or [0]
+        if (_values(dst.quantization.scale), _values(dst.quantization.zeroPoint)) != (_values(src.quantization.scale),
+                                                                                     src_zp):
+            dst.quantization.scale, dst.quantization.zeroPoint = _values(src.quantization.scale), src_zp
             changed = True
     return pack(model) if changed else data
 

@@ -97,7 +97,7 @@ def load_model(path: str | Path, trust_code: bool = False) -> SourceModel:
             with zipfile.ZipFile(p) as z:
                 bad = z.testzip()
                 names = set(z.namelist())
-        except (zipfile.BadZipFile, OSError, EOFError):
+        except Exception:  # BadZipFile, OSError, EOFError, NotImplementedError (zip version), zlib.error...
             raise ModelError(f"{p.name} is a corrupt or truncated .keras archive",
                              "re-save the model with model.save('model.keras')") from None
         if bad is not None or "config.json" not in names:

@@ -58,7 +58,8 @@ def dequantize_constants(data: bytes) -> bytes:
     for t in sg.tensors or []:
         buf = model.buffers[t.buffer] if 0 < t.buffer < len(model.buffers) else None
         q = t.quantization
-        if t.type != int8 or buf is None or buf.data is None or len(buf.data) == 0 or q is None or not q.scale:
+        if (t.type != int8 or buf is None or buf.data is None or len(buf.data) == 0 or q is None
+                or q.scale is None or len(q.scale) == 0):
             continue
         values = np.frombuffer(bytes(np.asarray(buf.data, dtype=np.uint8)), dtype=np.int8).astype(np.float32)
         shape = [int(d) for d in (t.shape if t.shape is not None else [values.size])]
