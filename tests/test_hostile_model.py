@@ -479,3 +479,22 @@ def test_a_single_bin_file_is_data_and_input(cli, tiny: Path, tmp_path: Path) ->
     r = cli("build", tiny, "--target", "cortex-m4", "--data", tmp_path / "short.bin", "--out", tmp_path / "o2")
     assert_clean_error(r, 65)
     assert "63 bytes" in r.err
+
+
+def test_an_interrupted_worker_is_not_reused(small_keras: Path) -> None:
+    """Ctrl-C during a conversion leaves a reply unread: that worker must end, not serve the next model."""
+    from edgeforge.model import worker
+    from edgeforge.model.convert import TFGraph
+    from edgeforge.model.load import load_model
+
+    graph = TFGraph(load_model(small_keras))
+    w = graph._worker
+    w._busy = True  # what an exception between request and reply leaves behind
+    graph.close()
+    assert w not in worker._idle and not w.alive
+    graph = TFGraph(load_model(small_keras))
+    try:
+        assert graph._worker is not w
+    finally:
+        graph.close()
+    assert graph._worker in worker._idle  # a clean session returns its worker to the pool

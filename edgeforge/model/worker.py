@@ -67,6 +67,7 @@ class ConversionWorker:
     def __init__(self, name: str = "the model", timeout_s: float = TIMEOUT_S) -> None:
         self.name = name
         self.timeout_s = timeout_s
+        self._busy = False  # a request is out without its reply read (an interrupted call): not reusable
         package_root = str(Path(__file__).resolve().parent.parent.parent)  # importable from a plain checkout
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
                                                                           os.environ.get("PYTHONPATH")]))}
@@ -81,6 +82,7 @@ class ConversionWorker:
         """Send ``request``; the reply's header and blobs, or the worker's error raised here."""
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None, "worker closed"
+        self._busy = True
         try:
             _write_frame(proc.stdin, pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
             proc.stdin.flush()
@@ -89,6 +91,7 @@ class ConversionWorker:
             blobs = [_read_frame(proc.stdout) for _ in range(int(header.get("blobs", 0)))]
         except (EOFError, BrokenPipeError, OSError):
             raise self._crashed() from None
+        self._busy = False
         if "error" in header:
             cls = _ERRORS.get(header["error"], ModelError)
             raise cls(header["message"], header.get("hint", ""))
@@ -124,7 +127,8 @@ class ConversionWorker:
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        """Running and in step with the protocol (no interrupted request)."""
+        return self._proc is not None and not self._busy and self._proc.poll() is None
 
     def close(self) -> None:
         proc, self._proc = self._proc, None
