@@ -16,7 +16,8 @@ from edgeforge.arena import ArenaMeasurement, measure_arena
 from edgeforge.budget import Verdict
 from edgeforge.compress import stage
 from edgeforge.compress.driver import SearchOptions
-from edgeforge.data import Dataset, InputQuant, float_view, load_dataset, model_view, synthetic
+from edgeforge.data import (Dataset, InputQuant, float_view, load_dataset, model_view, require_regular_file,
+                            synthetic)
 from edgeforge.emit import bundle as bundle_emit
 from edgeforge.emit import espidf, mcu
 from edgeforge.emit.project import for_emitter, kernels_of, project_emitter
@@ -24,7 +25,9 @@ from edgeforge.errors import DataError, ModelError, UnsupportedOpError, UsageErr
 from edgeforge.evaluate import Accuracy, dequantize, evaluate, score
 from edgeforge.events import NullReporter, Reporter
 from edgeforge.model import convert as conv
-from edgeforge.model.load import SourceModel, load_model
+from edgeforge.emit.symbol import model_symbol
+from edgeforge.model.load import SourceModel, check_model, load_model
+from edgeforge.model.rewrite import float_graph
 from edgeforge.model.tflite import ModelInfo, read_tflite
 from edgeforge.native.emit import prepare_native
 from edgeforge.native.stage import NativeResult, native_stage
@@ -52,6 +55,7 @@ class BuildOptions:
     template_dirs: tuple[Path, ...] = ()
     single_rounding: bool = False  # native runtime: TFLITE_SINGLE_ROUNDING arithmetic instead of the default
     emitter: str | None = None  # the firmware project to write (espidf, platformio); default: the profile's first
+    trust_model_code: bool = False  # --trust-model-code: Keras may run Python stored in the model file
     search: SearchOptions = field(default_factory=SearchOptions)
 
 
@@ -115,11 +119,12 @@ def _is_float_tflite(info: ModelInfo) -> bool:
 
 
 def prepare(model_path: Path, target: Target, scheme: str, runtime: str, data: Path | None,
-            data_quant: InputQuant | None, calib_samples: int, reporter: Reporter) -> tuple[Prepared, Dataset | None]:
+            data_quant: InputQuant | None, calib_samples: int, reporter: Reporter,
+            trust_model_code: bool = False) -> tuple[Prepared, Dataset | None]:
     """Load the model, read the calibration data, convert; returns the converted model and the data."""
     warnings: list[str] = []
     reporter.stage("loading model")
-    source = load_model(model_path)
+    source = load_model(model_path, trust_model_code)
     graph = None
     try:
         if source.tflite is not None:
@@ -173,12 +178,27 @@ def prepare(model_path: Path, target: Target, scheme: str, runtime: str, data: P
             float_model = (fb, read_tflite(fb))
         elif source.info is not None and _is_float_tflite(source.info):
             float_model = (source.tflite, source.info)
+        elif source.tflite is not None and not already_int8 and all(
+                t.dtype == "float32" for t in source.info.input_tensors()):
+            fb = float_graph(source.tflite)  # a hybrid model (int8 weights, float I/O): its float reference
+            float_model = (fb, read_tflite(fb))
     finally:
         if graph is not None:
             graph.close()
     info = read_tflite(prepared_model, "the converted model")
+    check_converted(info, source.path.name, scheme)
     return Prepared(source, scheme, runtime, prepared_model, info, float_model, calibration, sample_shape,
                     data_dtype, tuple(warnings)), ds
+
+
+def check_converted(info: ModelInfo, name: str, scheme: str) -> None:
+    """ModelError (exit 65) when conversion gave something other than what ``scheme`` promises."""
+    check_model(info, f"the {scheme} conversion of {name}")
+    if scheme == "int8" and not info.is_int8:
+        io = sorted({t.dtype for t in info.input_tensors() + info.output_tensors()})
+        raise ModelError(f"the int8 conversion of {name} has {'/'.join(io)} inputs or outputs, not int8",
+                         "the converter could not quantize the model's inputs: check the calibration data, "
+                         "or use --quantization float32 / a target with float support")
 
 
 def _arena(prepared: Prepared, reporter: Reporter) -> ArenaMeasurement | None:
@@ -190,11 +210,12 @@ def _arena(prepared: Prepared, reporter: Reporter) -> ArenaMeasurement | None:
 
 
 def analyze(model_path: Path, target: Target | None, data: Path | None = None,
-            data_quant: InputQuant | None = None, reporter: Reporter | None = None) -> tuple[Prepared | None, Analysis]:
+            data_quant: InputQuant | None = None, reporter: Reporter | None = None,
+            trust_model_code: bool = False) -> tuple[Prepared | None, Analysis]:
     """Analyse ``model_path`` as it would be built for ``target`` (as-is when no target is given)."""
     reporter = reporter or NullReporter()
     if target is None:
-        source = load_model(model_path)
+        source = load_model(model_path, trust_model_code)
         if source.info is None:
             reporter.stage("converting to float32 for analysis")
             graph = conv.TFGraph(source)
@@ -207,7 +228,7 @@ def analyze(model_path: Path, target: Target | None, data: Path | None = None,
             info = source.info
         return None, analyze_model(info, None, "litert", None)
     scheme, runtime = _choose(target, None, None)
-    prepared, _ = prepare(model_path, target, scheme, runtime, data, data_quant, 100, reporter)
+    prepared, _ = prepare(model_path, target, scheme, runtime, data, data_quant, 100, reporter, trust_model_code)
     arena = _arena(prepared, reporter)
     analysis = analyze_model(prepared.info, target, runtime, arena)
     if "native" in target.runtimes:
@@ -248,6 +269,7 @@ def verdicts(analysis: Analysis, budget: Budget, accuracy: Accuracy | None) -> t
 def _read_labels(path: Path | None) -> list[str] | None:
     if path is None:
         return None
+    require_regular_file(path, DataError)
     try:
         labels = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
     except (OSError, UnicodeDecodeError) as exc:
@@ -265,11 +287,12 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     scheme, runtime = _choose(target, opts.quantization, opts.runtime)
     project = project_emitter(target, opts.emitter)
     target = for_emitter(target, project)  # the latency tables of the kernels that project compiles
+    model_symbol(opts.symbol)
     if opts.calib_samples < 1:
         raise UsageError("--calib-samples must be at least 1", "e.g. --calib-samples 100")
     labels = _read_labels(opts.labels)
     prepared, ds = prepare(model_path, target, scheme, runtime, opts.data, opts.data_quant, opts.calib_samples,
-                           reporter)
+                           reporter, opts.trust_model_code)
     warnings = list(prepared.warnings)
     budget = opts.budget or target.budget
     val = ds
@@ -278,6 +301,8 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     elif opts.data is not None:
         warnings.append("no --val data: accuracy is measured on the calibration data")
         reporter.warning(warnings[-1])
+    if val is not None:  # before the search and evaluation use them: a wrong label file is not 0 % top-1
+        val.check_labels(prepared.info.output_tensors()[0].elements)
     outcome, searched = stage.maybe_search(model_path, prepared, ds, val, target, opts, budget, reporter)
     if (outcome is not None and outcome.result is not None and outcome.result.chosen is None and opts.runtime is None
             and runtime == Runtime.TFLM and Runtime.NATIVE in target.runtimes and outcome.result.closest is not None

@@ -69,6 +69,7 @@ def outputs(model: bytes, info: ModelInfo, runtime: str, ds: Dataset,
 def score(got: np.ndarray, float_model: tuple[bytes, ModelInfo] | None, ds: Dataset, runtime: str) -> Accuracy:
     """Accuracy of real-valued outputs ``got`` [N, ...]: top-1 with labels, SQNR against the float model."""
     got = got.reshape(len(got), -1)
+    ds.check_labels(got.shape[1])
     ref = None
     if float_model is not None:
         fbytes, finfo = float_model

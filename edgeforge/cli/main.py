@@ -112,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("model", type=Path, help=".tflite, .keras, .h5 or SavedModel folder")
     a.add_argument("--target", "-t", help="target id or alias")
     _data_args(a, calibration_only=True)
+    _trust_arg(a)
 
     b = sub.add_parser("build", parents=[common], help="compress, emit artifacts, check budgets",
                        description="Compress a model for a target, emit what the board runs and check the budgets.",
@@ -131,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder of templates overriding the bundled ones")
     g = b.add_argument_group("data")
     _data_args(g, calibration_only=False)
+    _trust_arg(g)
     g = b.add_argument_group("budgets (default: the target profile's)")
     g.add_argument("--flash-budget", type=SIZE, metavar="SIZE", help="model flash budget (e.g. 256K)")
     g.add_argument("--ram-budget", type=SIZE, metavar="SIZE", help="model RAM budget (e.g. 64K)")
@@ -201,6 +203,12 @@ def _data_args(p: Any, calibration_only: bool) -> None:
                    help="the data holds int8 values q meaning SCALE*(q-ZERO_POINT) (e.g. 0.584703,83)")
 
 
+def _trust_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-model-code", action="store_true",
+                   help="let Keras run Python stored in the model file (Lambda/custom layers); only for files "
+                        "you trust: by default such files are refused")
+
+
 def _data_quant(text: str | None) -> Any:
     if text is None:
         return None
@@ -261,7 +269,8 @@ def cmd_analyze(args: argparse.Namespace, c: Console) -> int:
     from edgeforge.cli.render import analysis_json, layers_table, verdict_lines
 
     target = _registry(args).get(args.target) if args.target else None
-    prepared, a = analyze(args.model, target, args.data, _data_quant(args.data_quant), CliReporter(c))
+    prepared, a = analyze(args.model, target, args.data, _data_quant(args.data_quant), CliReporter(c),
+                          args.trust_model_code)
     checks = verdicts(a, target.budget, None) if target else ()
     if c.json:
         doc = analysis_json(a, target, checks)

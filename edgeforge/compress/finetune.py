@@ -350,7 +350,7 @@ def finetune(source: SourceModel, layers: list[WeightLayer], recipe: Recipe, tra
         else:
             with captured_output():
                 model.save(dest)
-        return load_model(dest)
+        return load_model(dest, source.trust_code)
 
     by_op = {la.op_index: la for la in layers}
     unknown = [op for op, _ in recipe.layers if op not in by_op]
@@ -372,7 +372,7 @@ def finetune(source: SourceModel, layers: list[WeightLayer], recipe: Recipe, tra
     with captured_output():
         _train(tf, model, keras3, list(targets.values()), train, epochs, seed, batch_size, learning_rate)
         model.save(dest)
-    return load_model(dest)
+    return load_model(dest, source.trust_code)
 
 
 def _train(tf: Any, model: Any, keras3: bool, targets: list[_Target], train: Dataset, epochs: int, seed: int,

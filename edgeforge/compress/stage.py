@@ -129,7 +129,7 @@ def scheme_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val:
         reporter.stage(f"converting to {scheme}")
         try:
             variants[scheme], _ = pipeline.prepare(model_path, target, scheme, prepared.runtime, opts.data, opts.data_quant,
-                                          opts.calib_samples, NullReporter())
+                                          opts.calib_samples, NullReporter(), opts.trust_model_code)
         except ModelError as exc:  # e.g. an int8 source cannot become float16
             reporter.detail(f"{scheme}: {exc.message}")
     if val is None:

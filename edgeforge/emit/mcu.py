@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgeforge.emit.render import c_identifier, header_guard, hex_rows, render
+from edgeforge.emit.render import header_guard, hex_rows, render
+from edgeforge.emit.symbol import model_symbol
 from edgeforge.errors import UnsupportedOpError
 from edgeforge.model.tflite import ModelInfo, TensorInfo
 from edgeforge.runtimes import runtime_support
@@ -29,7 +30,7 @@ def tflm_context(base: dict[str, Any], model: bytes, info: ModelInfo, symbol: st
     if missing:
         raise UnsupportedOpError(f"TFLite Micro has no resolver entry for {', '.join(missing)}",
                                  "replace those ops, or build for a target whose runtime is litert")
-    ident = c_identifier(symbol, "g_model")
+    ident = model_symbol(symbol)
     name = base["model"]["name"]
     return {
         **base,
