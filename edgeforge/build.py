@@ -3,6 +3,7 @@ budget verdicts -> emit -> write atomically with a manifest. Also ``analyze`` on
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -339,7 +340,9 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     checks = verdicts(analysis, budget, accuracy)
 
     reporter.stage("emitting artifacts")
-    files = emit_files(prepared, target, opts, analysis, labels, native)
+    sample = first_sample(prepared, ds) if opts.data is not None else None
+    files = emit_files(prepared, target, opts, analysis, labels, native, sample)
+    keep_user_code(opts.out_dir, files)
     if outcome is not None:
         files.update(outcome.files)
     manifest = make_manifest(prepared, target, opts, analysis, accuracy, checks, files, warnings)
@@ -415,8 +418,29 @@ def with_native_estimates(analysis: Analysis, native: NativeResult, info: ModelI
                                                ram_basis=ram_basis))
 
 
+def first_sample(prepared: Prepared, ds: Dataset | None) -> bytes | None:
+    """The first sample of the build's data in the model's input quantization (the firmware's sample)."""
+    if ds is None or len(ds) == 0:
+        return None
+    inp = prepared.info.input_tensors()[0]
+    x = model_view(ds.head(1), inp.dtype, inp.scale[0] if inp.scale else None,
+                   inp.zero_point[0] if inp.zero_point else None)
+    data = np.ascontiguousarray(x[0]).astype(np.dtype(inp.dtype).newbyteorder("<"), copy=False).tobytes()
+    return data if len(data) == inp.nbytes else None
+
+
+def keep_user_code(out: Path, files: dict[str, bytes]) -> None:
+    """Carry the user blocks of a previous build's firmware sources in ``out`` into the new ones."""
+    for rel in files:
+        if rel.startswith("platformio/src/") and rel.endswith(".cpp"):
+            old = out / rel
+            with contextlib.suppress(OSError):
+                files[rel] = mcu.keep_user_blocks(files[rel], old.read_bytes())
+
+
 def emit_files(prepared: Prepared, target: Target, opts: BuildOptions, analysis: Analysis,
-               labels: list[str] | None, native: NativeResult | None = None) -> dict[str, bytes]:
+               labels: list[str] | None, native: NativeResult | None = None,
+               sample: bytes | None = None) -> dict[str, bytes]:
     arena = analysis.arena
     base: dict[str, Any] = {
         "version": __version__,
@@ -435,12 +459,15 @@ def emit_files(prepared: Prepared, target: Target, opts: BuildOptions, analysis:
     files: dict[str, bytes] = {"model.tflite": prepared.model}
     if native is not None:
         files.update({f"native/{k}": v for k, v in native.files.items()})
+        if "platformio" in target.emit and target.platformio:
+            files.update({f"platformio/{k}": v for k, v in
+                          mcu.native_platformio(base, prepared.info, native.files, sample).items()})
     elif "carray" in target.emit or "platformio" in target.emit:
         ctx = mcu.tflm_context(base, prepared.model, prepared.info, opts.symbol)
         if "carray" in target.emit:
             files.update({f"tflm/{k}": v for k, v in mcu.carray(ctx).items()})
         if "platformio" in target.emit and target.platformio:
-            files.update({f"platformio/{k}": v for k, v in mcu.platformio(ctx).items()})
+            files.update({f"platformio/{k}": v for k, v in mcu.platformio(ctx, sample).items()})
     if "bundle" in target.emit:
         norm = {"mean": opts.input_mean, "std": opts.input_std,
                 "formula": "x_model = (x - mean) / std" if opts.input_mean is not None else

@@ -1,0 +1,221 @@
+"""The emitted PlatformIO projects compile, for every MCU profile and both runtimes, and main.cpp is an
+application skeleton whose user blocks survive regeneration.
+
+PlatformIO cannot download its frameworks here, so the generated sources are compiled with the compilers
+the frameworks use (arm-none-eabi-g++ for the Arm profiles with the profile's own -mcpu flags, the host
+g++/gcc for the Xtensa ones) against the TFLM headers the project pins (../shared/third_party/tflite-micro)
+and a minimal Arduino.h written here (Serial, micros, millis, delay, setup/loop). Only the generated files
+are compiled, never the TFLM library itself, so this stays fast.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURES, ROOT
+from edgeforge.emit.mcu import keep_user_blocks, user_blocks
+from edgeforge.target import load_registry
+
+TFLM = ROOT.parent / "shared" / "third_party" / "tflite-micro"
+PIO_TARGETS = [t for t in load_registry().all() if t.platformio]
+
+ARDUINO_H = """\
+#ifndef EF_TEST_ARDUINO_H_
+#define EF_TEST_ARDUINO_H_
+// Test stand-in for the Arduino core: only what edgeforge's main.cpp may use.
+#include <stddef.h>
+#include <stdint.h>
+unsigned long micros(void);
+unsigned long millis(void);
+void delay(unsigned long ms);
+class HardwareSerialStandIn {
+ public:
+  void begin(unsigned long baud);
+  int available();
+  int read();
+  size_t print(const char* s);
+  size_t print(int v);
+  size_t print(long v);
+  size_t print(unsigned long v);
+  size_t print(double v, int digits = 2);
+  size_t println(const char* s);
+  size_t println();
+};
+extern HardwareSerialStandIn Serial;
+void setup();
+void loop();
+#endif
+"""
+
+
+def _compilers(target) -> tuple[list[str], list[str], list[str]]:
+    """(C++ compiler, C compiler, flags) the framework would use for this profile's core."""
+    tc = target.data.get("toolchain")
+    if tc and tc.get("cross") == "arm-none-eabi":
+        return ["arm-none-eabi-g++"], ["arm-none-eabi-gcc"], list(tc["cflags"])
+    return ["g++"], ["gcc"], []
+
+
+def _compile(cmd: list[str], cwd: Path) -> None:
+    if shutil.which(cmd[0]) is None:
+        pytest.skip(f"{cmd[0]} is not installed (make toolchain)")
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr[-4000:]}"
+
+
+def _stand_ins(tmp: Path, tflm_header: str | None) -> Path:
+    inc = tmp / "stand-in"
+    inc.mkdir(exist_ok=True)
+    (inc / "Arduino.h").write_text(ARDUINO_H)
+    if tflm_header:  # the Arduino library's sketch header: its API is the TFLM headers' below
+        (inc / tflm_header).write_text("// stand-in for the TFLM Arduino library's sketch header\n")
+    return inc
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "x.npy"
+    np.save(path, np.random.default_rng(3).integers(-128, 128, (4, 8, 8, 1)).astype(np.int8))
+    return path
+
+
+@pytest.mark.parametrize("target", PIO_TARGETS, ids=lambda t: t.id)
+def test_tflm_platformio_project_compiles_against_the_pinned_tflm(cli, tiny: Path, data_file: Path,
+                                                                  tmp_path: Path, target) -> None:
+    if not (TFLM / "tensorflow" / "lite" / "micro" / "micro_interpreter.h").is_file():
+        pytest.skip("../shared/third_party/tflite-micro is absent")
+    out = tmp_path / "b"
+    assert cli("build", tiny, "--target", target.id, "--data", data_file, "--out", out).code in (0, 3)
+    src = out / "platformio" / "src"
+    assert (src / "sample_input.h").is_file()
+    cxx, _, flags = _compilers(target)
+    inc = _stand_ins(tmp_path, target.platformio.get("tflm_header"))
+    includes = [f"-I{inc}", f"-I{TFLM}", f"-I{TFLM / 'third_party/flatbuffers/include'}",
+                f"-I{TFLM / 'third_party/gemmlowp'}", f"-I{TFLM / 'third_party/ruy'}"]
+    common = [*cxx, "-std=c++17", "-Wall", "-Werror", "-Wno-unused-function", "-DTF_LITE_STATIC_MEMORY",
+              "-DEF_MONITOR_SPEED=115200", *flags, *includes]
+    for name in ("main.cpp", "model_data.cc"):
+        _compile([*common, "-c", name, "-o", str(tmp_path / f"{name}.o")], src)
+
+
+@pytest.mark.parametrize("target", PIO_TARGETS, ids=lambda t: t.id)
+def test_native_platformio_project_compiles(cli, tiny: Path, tmp_path: Path, target) -> None:
+    out = tmp_path / "b"
+    assert cli("build", tiny, "--target", target.id, "--runtime", "native", "--out", out).code in (0, 3)
+    src = out / "platformio" / "src"
+    ini = (out / "platformio" / "platformio.ini").read_text()
+    assert "lib_deps" not in ini and f"board = {target.platformio['board']}" in ini
+    assert not (src / "sample_input.h").exists()  # no --data: serial input only
+    cxx, cc, flags = _compilers(target)
+    inc = _stand_ins(tmp_path, None)
+    _compile([*cxx, "-std=c++17", "-Wall", "-Werror", "-DEF_MONITOR_SPEED=115200", *flags, f"-I{inc}", "-c",
+              "main.cpp", "-o", str(tmp_path / "main.o")], src)
+    for c in sorted(src.glob("*.c")):
+        _compile([*cc, "-std=c99", "-O1", "-Wall", *flags, "-c", c.name, "-o", str(tmp_path / f"{c.stem}.o")], src)
+
+
+def test_native_makefile_arm_rule_refuses_clearly_on_a_non_arm_target(cli, tiny: Path, tmp_path: Path) -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    out = tmp_path / "b"
+    assert cli("build", tiny, "--target", "esp32", "--runtime", "native", "--out", out).code in (0, 3)
+    r = subprocess.run(["make", "arm"], cwd=out / "native", capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "not an Arm Cortex-M target" in r.stderr and "pio run -d ../platformio" in r.stderr
+
+
+HOST_MAIN = """\
+#include <stdio.h>
+#include <string.h>
+#include "Arduino.h"
+HardwareSerialStandIn Serial;
+static const char* g_in = "";
+static unsigned long g_ms = 0;
+unsigned long micros(void) { return g_ms * 1000; }
+unsigned long millis(void) { return g_ms; }
+void delay(unsigned long ms) { g_ms += ms; }
+void HardwareSerialStandIn::begin(unsigned long) {}
+int HardwareSerialStandIn::available() { return (int)strlen(g_in); }
+int HardwareSerialStandIn::read() { return *g_in ? *g_in++ : -1; }
+size_t HardwareSerialStandIn::print(const char* s) { return (size_t)printf("%s", s); }
+size_t HardwareSerialStandIn::print(int v) { return (size_t)printf("%d", v); }
+size_t HardwareSerialStandIn::print(long v) { return (size_t)printf("%ld", v); }
+size_t HardwareSerialStandIn::print(unsigned long v) { return (size_t)printf("%lu", v); }
+size_t HardwareSerialStandIn::print(double v, int d) { return (size_t)printf("%.*f", d, v); }
+size_t HardwareSerialStandIn::println(const char* s) { return (size_t)printf("%s\\n", s); }
+size_t HardwareSerialStandIn::println() { return (size_t)printf("\\n"); }
+int main(int argc, char** argv) {
+  if (argc > 1) g_in = argv[1];
+  setup();
+  loop();
+  return 0;
+}
+"""
+
+
+def test_native_skeleton_reads_a_serial_hex_line_and_prints_the_dequantized_top_class(cli, tiny: Path,
+                                                                                      tmp_path: Path) -> None:
+    """The skeleton linked on the host with the native runtime: the printed class and score are the
+    model's own (checked against `edgeforge run` on the same input)."""
+    if shutil.which("g++") is None or shutil.which("gcc") is None:
+        pytest.skip("host g++/gcc not installed")
+    out = tmp_path / "b"
+    assert cli("build", tiny, "--target", "cortex-m4", "--runtime", "native", "--out", out).code in (0, 3)
+    src = out / "platformio" / "src"
+    inc = _stand_ins(tmp_path, None)
+    (tmp_path / "host.cpp").write_text(HOST_MAIN)
+    objs = []
+    for c in sorted(src.glob("*.c")):
+        objs.append(str(tmp_path / f"{c.stem}.o"))
+        _compile(["gcc", "-std=c99", "-O1", "-c", str(c), "-o", objs[-1]], src)
+    exe = tmp_path / "skeleton"
+    _compile(["g++", "-std=c++17", "-DEF_MONITOR_SPEED=115200", f"-I{inc}", f"-I{src}", "main.cpp",
+              str(tmp_path / "host.cpp"), *objs, "-o", str(exe)], src)
+    x = np.random.default_rng(11).integers(-128, 128, (1, 8, 8, 1)).astype(np.int8)
+    r = subprocess.run([str(exe), x.tobytes().hex() + "\n"], capture_output=True, text=True, timeout=30)
+    assert "m-ready" in r.stdout and "e-" not in r.stdout, r.stdout
+    top_line = next(ln for ln in r.stdout.splitlines() if ln.startswith("m-top["))
+    top, score = top_line[len("m-top["):-1].split(",")
+    np.save(tmp_path / "in.npy", x)
+    assert cli("run", out, "--input", tmp_path / "in.npy", "--output", tmp_path / "o.npy").code == 0
+    raw = np.load(tmp_path / "o.npy").reshape(-1)
+    import json
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    q = manifest["model"]["outputs"][0] if "outputs" in manifest["model"] else None
+    scale, zp = (q["scale"], q["zero_point"]) if q else (None, None)
+    assert int(top) == int(np.argmax(raw))
+    if scale is not None:
+        assert float(score) == pytest.approx(scale * (int(raw.max()) - zp), abs=1e-5)
+
+
+def test_regenerating_keeps_the_user_blocks(cli, tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    assert cli("build", tiny, "--target", "esp32", "--out", out).code in (0, 3)
+    main = out / "platformio" / "src" / "main.cpp"
+    text = main.read_text()
+    assert set(user_blocks(text.encode())) == {b"includes", b"input", b"output", b"setup"}
+    mine = "  // my sensor\n  readMicrophone(dst, n);\n  return true;\n"
+    edited = text.replace("  return DefaultInput(dst, n);\n", mine)
+    edited = edited.replace("// edgeforge:user-begin includes\n", "// edgeforge:user-begin includes\n#include \"mic.h\"\n")
+    main.write_text(edited)
+    assert cli("build", tiny, "--target", "esp32", "--out", out).code in (0, 3)
+    again = main.read_text()
+    assert mine in again and '#include "mic.h"\n' in again and "return DefaultInput(dst, n);" not in again
+    assert again == edited  # everything outside the blocks is regenerated, identical here
+    # a fresh folder gets the defaults back
+    assert cli("build", tiny, "--target", "esp32", "--out", tmp_path / "fresh").code in (0, 3)
+    assert (tmp_path / "fresh" / "platformio" / "src" / "main.cpp").read_text() == text
+
+
+def test_keep_user_blocks_ignores_unknown_and_unterminated_blocks() -> None:
+    new = b"a\n// edgeforge:user-begin x\nNEW\n// edgeforge:user-end x\nb\n"
+    old = (b"// edgeforge:user-begin x\nOLD\n// edgeforge:user-end x\n"
+           b"// edgeforge:user-begin gone\nG\n// edgeforge:user-end gone\n// edgeforge:user-begin open\n")
+    assert keep_user_blocks(new, old) == b"a\n// edgeforge:user-begin x\nOLD\n// edgeforge:user-end x\nb\n"
+    assert keep_user_blocks(new, b"nothing") == new
