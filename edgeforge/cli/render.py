@@ -134,3 +134,22 @@ def target_details(t: Target) -> list[str]:
         s = t.data["serial"]
         lines.append(f"  serial:       {s['baud']} baud, reset {s['reset']}")
     return lines
+
+
+def native_lines(manifest: dict[str, Any]) -> list[str]:
+    """A native build's memory figures as one nested set: the budgeted weights inside all model constants
+    inside the linked image (flash), the planned arena inside the image's RAM."""
+    n = manifest["native"]
+    flash = next((v["value"] for v in manifest["budgets"] if v["budget"] == "model_flash_bytes"), None)
+    arm = n["arm"] if n["arm"] and not n["arm"]["link_error"] else None
+    parts = []
+    if flash is not None:
+        parts.append(f"model weights {flash} B (the flash budget's figure)")
+    parts.append(f"all model constants {n['const_bytes']} B (weights + requantization parameters)")
+    if arm:
+        parts.append(f"linked image {arm['flash_bytes']} B (+ kernels, start-up)")
+    tflm = f"; TFLM would need {n['tflm_measured_arena_bytes']} B" if n["tflm_measured_arena_bytes"] else ""
+    ram = f"arena {n['arena_bytes']} B (lower bound {n['lower_bound_bytes']} B{tflm})"
+    if arm:
+        ram += f" in {arm['ram_bytes']} B of image RAM incl. {arm['stack']} B stack"
+    return [f"flash:     {' <= '.join(parts)}", f"RAM:       {ram}"]
