@@ -295,7 +295,8 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
     from edgeforge.budget import with_overrides
     from edgeforge.build import BuildOptions, build
     from edgeforge.compress.driver import SearchOptions
-    from edgeforge.cli.render import human_bytes, native_lines, search_lines, verdict_lines
+    from edgeforge.cli.render import (faster_hint, human_bytes, ms_text, native_lines, search_lines,
+                                      verdict_lines)
 
     target = _registry(args).get(args.target)
     budget = with_overrides(target.budget, None, None, args.latency_budget_ms, args.max_accuracy_drop)
@@ -354,7 +355,7 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
     else:
         for v in result.missed:
             unit = human_bytes(v.excess or 0) if v.budget.endswith("bytes") else (
-                f"{v.excess:.1f} ms" if v.budget == "latency_ms" else f"{(v.excess or 0) * 100:.2f} pts")
+                ms_text(v.excess or 0) if v.budget == "latency_ms" else f"{(v.excess or 0) * 100:.2f} pts")
             c.err(f"budget missed: {v.budget} by {unit} ({v.value} > {v.limit})")
         if result.search is not None and result.search.get("closest"):
             cl = result.search["closest"]
@@ -363,7 +364,8 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
         c.err(f"closest result: this {m['compression']['scheme']} build in {out}/ "
               f"(flash {m['estimates']['flash_bytes']} B, RAM {m['estimates']['ram_bytes']} B, "
               f"latency {m['estimates']['latency_ms']} ms)")
-        c.err("hint: raise the budget with --flash-budget/--ram-budget/--latency-budget-ms/--max-accuracy-drop, "
+        c.err("hint: " + (faster_hint(m, target.id) + "; or " if m.get("latency_alternatives") else "")
+              + "raise the budget with --flash-budget/--ram-budget/--latency-budget-ms/--max-accuracy-drop, "
               "or choose a larger target")
     return code
 

@@ -82,6 +82,7 @@ _PERF_OPS = _strict(
         "int4_unpack": _NONNEG,
         "int4_unpack_depthwise": _NONNEG,
         "int4_unpack_weight": _NONNEG,
+        "per_invoke_us": _NONNEG,  # fixed time per invoke (dispatch), microseconds; see cost.OpTable
         "source": {"type": "string", "minLength": 1},
     },
     ["conv_2d", "depthwise_conv_2d", "fully_connected", "elementwise", "per_op", "source"],
