@@ -10,6 +10,7 @@ are compiled, never the TFLM library itself, so this stays fast.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -162,36 +163,20 @@ def test_native_skeleton_reads_a_serial_hex_line_and_prints_the_dequantized_top_
                                                                                       tmp_path: Path) -> None:
     """The skeleton linked on the host with the native runtime: the printed class and score are the
     model's own (checked against `edgeforge run` on the same input)."""
-    if shutil.which("g++") is None or shutil.which("gcc") is None:
-        pytest.skip("host g++/gcc not installed")
     out = tmp_path / "b"
     assert cli("build", tiny, "--target", "cortex-m4", "--runtime", "native", "--out", out).code in (0, 3)
-    src = out / "platformio" / "src"
-    inc = _stand_ins(tmp_path, None)
-    (tmp_path / "host.cpp").write_text(HOST_MAIN)
-    objs = []
-    for c in sorted(src.glob("*.c")):
-        objs.append(str(tmp_path / f"{c.stem}.o"))
-        _compile(["gcc", "-std=c99", "-O1", "-c", str(c), "-o", objs[-1]], src)
-    exe = tmp_path / "skeleton"
-    _compile(["g++", "-std=c++17", "-DEF_MONITOR_SPEED=115200", f"-I{inc}", f"-I{src}", "main.cpp",
-              str(tmp_path / "host.cpp"), *objs, "-o", str(exe)], src)
+    exe = _host_skeleton(out, tmp_path)
     x = np.random.default_rng(11).integers(-128, 128, (1, 8, 8, 1)).astype(np.int8)
-    r = subprocess.run([str(exe), x.tobytes().hex() + "\n"], capture_output=True, text=True, timeout=30)
-    assert "m-ready" in r.stdout and "e-" not in r.stdout, r.stdout
-    top_line = next(ln for ln in r.stdout.splitlines() if ln.startswith("m-top["))
-    top, score = top_line[len("m-top["):-1].split(",")
+    top, score = _top(exe, x.tobytes().hex() + "\n")
     np.save(tmp_path / "in.npy", x)
     assert cli("run", out, "--input", tmp_path / "in.npy", "--output", tmp_path / "o.npy").code == 0
-    raw = np.load(tmp_path / "o.npy").reshape(-1)
-    import json
-
-    manifest = json.loads((out / "manifest.json").read_text())
-    q = manifest["model"]["outputs"][0] if "outputs" in manifest["model"] else None
-    scale, zp = (q["scale"], q["zero_point"]) if q else (None, None)
-    assert int(top) == int(np.argmax(raw))
-    if scale is not None:
-        assert float(score) == pytest.approx(scale * (int(raw.max()) - zp), abs=1e-5)
+    raw = np.load(tmp_path / "o.npy").reshape(-1).astype(int)
+    q = json.loads((out / "manifest.json").read_text())["model"]["outputs"][0]
+    assert top == int(np.argmax(raw))
+    assert score == pytest.approx(q["scale"] * (raw.max() - q["zero_point"]), abs=1e-5)
+    for bad, why in (("12zz\n", "needs 128 hex digits"), ("zz" * 64 + "\n", "is not hex")):
+        r = subprocess.run([str(exe), bad], capture_output=True, text=True, timeout=60)
+        assert f"e-input line {why}" in r.stdout and "m-top[" not in r.stdout, r.stdout
 
 
 def test_regenerating_keeps_the_user_blocks(cli, tiny: Path, tmp_path: Path) -> None:
@@ -219,3 +204,51 @@ def test_keep_user_blocks_ignores_unknown_and_unterminated_blocks() -> None:
            b"// edgeforge:user-begin gone\nG\n// edgeforge:user-end gone\n// edgeforge:user-begin open\n")
     assert keep_user_blocks(new, old) == b"a\n// edgeforge:user-begin x\nOLD\n// edgeforge:user-end x\nb\n"
     assert keep_user_blocks(new, b"nothing") == new
+
+
+def _host_skeleton(out: Path, tmp: Path) -> Path:
+    """The native PlatformIO project's main.cpp + model + kernels linked for this machine, with the serial
+    stand-in above: argv[1] is what arrives on serial."""
+    if shutil.which("g++") is None or shutil.which("gcc") is None:
+        pytest.skip("host g++/gcc not installed")
+    src = out / "platformio" / "src"
+    inc = _stand_ins(tmp, None)
+    (tmp / "host.cpp").write_text(HOST_MAIN)
+    objs = []
+    for c in sorted(src.glob("*.c")):
+        objs.append(str(tmp / f"{c.stem}.o"))
+        _compile(["gcc", "-std=c99", "-O2", "-c", str(c), "-o", objs[-1]], src)
+    exe = tmp / "skeleton"
+    _compile(["g++", "-std=c++17", "-DEF_MONITOR_SPEED=115200", f"-I{inc}", f"-I{src}", "main.cpp",
+              str(tmp / "host.cpp"), *objs, "-o", str(exe)], src)
+    return exe
+
+
+def _top(exe: Path, serial: str = "") -> tuple[int, float]:
+    r = subprocess.run([str(exe), serial], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "m-ready" in r.stdout and "e-" not in r.stdout, r.stdout + r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("m-top["))
+    top, score = line[len("m-top["):-1].split(",")
+    return int(top), float(score)
+
+
+def test_native_skeleton_classifies_real_kws_inputs(cli, mlperf: Path, tmp_path: Path) -> None:
+    """MLPerf Tiny KWS, native runtime: with no serial input the skeleton runs the compiled-in first --data
+    sample (tst_000000_Stop_7.bin); a hex line over serial is classified instead. Classes and dequantized
+    scores are the reference int8 model's (samples/kws01_int8_golden.csv, from a host LiteRT interpreter and
+    printed to 3 decimals: within one output step, 1/256, of TFLM's and the native runtime's)."""
+    samples = mlperf / "samples" / "kws01"
+    out = tmp_path / "kws"
+    r = cli("build", mlperf / "kws" / "kws_ref_model_int8.tflite", "--target", "cortex-m4", "--runtime", "native",
+            "--data", samples, "--data-quant", "0.584703,83", "--out", out)
+    assert r.code in (0, 3), r.err
+    assert (out / "platformio" / "src" / "sample_input.h").is_file()
+    golden = {row.split(",")[0]: row.split(",") for row in
+              (mlperf / "samples" / "kws01_int8_golden.csv").read_text().splitlines()[1:]}
+    exe = _host_skeleton(out, tmp_path)
+    first, second = sorted(p.name for p in samples.glob("*.bin"))[:2]
+    step = 1 / 256 + 0.0005
+    top, score = _top(exe)
+    assert top == int(golden[first][2]) and score == pytest.approx(float(golden[first][3 + top]), abs=step)
+    top, score = _top(exe, (samples / second).read_bytes().hex() + "\n")
+    assert top == int(golden[second][2]) and score == pytest.approx(float(golden[second][3 + top]), abs=step)
