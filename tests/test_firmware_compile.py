@@ -187,7 +187,8 @@ def test_regenerating_keeps_the_user_blocks(cli, tiny: Path, tmp_path: Path) -> 
     assert set(user_blocks(text.encode())) == {b"includes", b"input", b"output", b"setup"}
     mine = "  // my sensor\n  readMicrophone(dst, n);\n  return true;\n"
     edited = text.replace("  return DefaultInput(dst, n);\n", mine)
-    edited = edited.replace("// edgeforge:user-begin includes\n", "// edgeforge:user-begin includes\n#include \"mic.h\"\n")
+    begin = "// edgeforge:user-begin includes\n"
+    edited = edited.replace(begin, begin + '#include "mic.h"\n')
     main.write_text(edited)
     assert cli("build", tiny, "--target", "esp32", "--out", out).code in (0, 3)
     again = main.read_text()

@@ -115,8 +115,8 @@ def native_platformio(base: dict[str, Any], info: ModelInfo, native_files: Files
     return files
 
 
-_BLOCK = re.compile(rb"^[ \t]*// edgeforge:user-begin ([A-Za-z0-9_-]+)[ \t]*\r?\n(.*?)^[ \t]*// edgeforge:user-end \1\b",
-                    re.M | re.S)
+_BLOCK = re.compile(rb"^[ \t]*// edgeforge:user-begin ([A-Za-z0-9_-]+)[ \t]*\r?\n"
+                    rb"(.*?)^[ \t]*// edgeforge:user-end \1\b", re.M | re.S)
 
 
 def user_blocks(text: bytes) -> dict[bytes, bytes]:
