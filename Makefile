@@ -22,13 +22,15 @@ setup: $(STAMP)
 
 # Debian's Cortex-M cross-compiler (exact image sizes of native builds) and QEMU (the emulated Cortex-M4
 # board). Installed when missing and possible (root with apt); otherwise the tests that need them skip.
-TOOLCHAIN_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+# g++ and libstdc++-arm-none-eabi-newlib: tests/test_firmware_compile.py compiles the generated PlatformIO main.cpp
+TOOLCHAIN_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib g++ qemu-system-arm
 toolchain:
-	@if command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/dev/null 2>&1; then \
-	  echo "arm-none-eabi-gcc, qemu-system-arm: present"; \
+	@if command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/dev/null 2>&1 && \
+	  command -v g++ >/dev/null 2>&1 && echo '#include <cstdint>' | arm-none-eabi-g++ -x c++ -fsyntax-only - 2>/dev/null; then \
+	  echo "arm-none-eabi-gcc/g++, g++, qemu-system-arm: present"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  apt-get update -qq && apt-get install -y -qq $(TOOLCHAIN_PKGS) >/dev/null && \
-	  echo "arm-none-eabi-gcc, qemu-system-arm: installed"; \
+	  echo "arm-none-eabi-gcc/g++, g++, qemu-system-arm: installed"; \
 	else echo "missing: sudo apt-get install $(TOOLCHAIN_PKGS) (tests needing them will skip)"; fi
 
 # The whole loop on the bundled example: train, build (native runtime) for a Cortex-M4, flash the emulated

@@ -10,6 +10,7 @@ are compiled, never the TFLM library itself, so this stays fast.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -62,9 +63,19 @@ def _compilers(target) -> tuple[list[str], list[str], list[str]]:
     return ["g++"], ["gcc"], []
 
 
+@functools.cache
+def _cxx_usable(compiler: str) -> bool:
+    """The compiler exists and has its C++ library headers (Debian: libstdc++-arm-none-eabi-newlib)."""
+    if shutil.which(compiler) is None:
+        return False
+    probe = subprocess.run([compiler, "-x", "c++", "-std=c++17", "-fsyntax-only", "-"], input="#include <cstdint>\n",
+                           capture_output=True, text=True)
+    return probe.returncode == 0
+
+
 def _compile(cmd: list[str], cwd: Path) -> None:
-    if shutil.which(cmd[0]) is None:
-        pytest.skip(f"{cmd[0]} is not installed (make toolchain)")
+    if shutil.which(cmd[0]) is None or (cmd[0].endswith("g++") and not _cxx_usable(cmd[0])):
+        pytest.skip(f"{cmd[0]} or its C++ headers are not installed (make toolchain)")
     r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr[-4000:]}"
 
