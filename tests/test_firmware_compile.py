@@ -11,6 +11,7 @@ are compiled, never the TFLM library itself, so this stays fast.
 from __future__ import annotations
 
 import functools
+import os
 import json
 import shutil
 import subprocess
@@ -264,3 +265,152 @@ def test_native_skeleton_classifies_real_kws_inputs(cli, mlperf: Path, tmp_path:
     assert top == int(golden[first][2]) and score == pytest.approx(float(golden[first][3 + top]), abs=step)
     top, score = _top(exe, (samples / second).read_bytes().hex() + "\n")
     assert top == int(golden[second][2]) and score == pytest.approx(float(golden[second][3 + top]), abs=step)
+
+
+AN386_SHIM = """\
+// Test-only Arduino core for QEMU mps2-an386 (Cortex-M4): CMSDK UART0 for Serial, SysTick (25 MHz) for time.
+#include <stdint.h>
+#include "Arduino.h"
+#define REG32(a) (*(volatile uint32_t*)(a))
+#define UART_DATA REG32(0x40004000u)
+#define UART_STATE REG32(0x40004004u)
+#define UART_CTRL REG32(0x40004008u)
+#define UART_BAUDDIV REG32(0x40004010u)
+#define SYST_CSR REG32(0xE000E010u)
+#define SYST_RVR REG32(0xE000E014u)
+#define SYST_CVR REG32(0xE000E018u)
+static const uint32_t kTicksPerMs = 25000u;
+static volatile uint32_t g_ms = 0;
+extern "C" void SysTick_Handler(void) { ++g_ms; }
+unsigned long millis(void) { return g_ms; }
+unsigned long micros(void) {
+  uint32_t ms, cvr;
+  do { ms = g_ms; cvr = SYST_CVR; } while (ms != g_ms);
+  return ms * 1000u + (kTicksPerMs - 1u - cvr) / 25u;
+}
+void delay(unsigned long ms) { unsigned long t = millis(); while (millis() - t < ms) {} }
+HardwareSerialStandIn Serial;
+static void put(char c) { while (UART_STATE & 1u) {} UART_DATA = (uint8_t)c; }
+void HardwareSerialStandIn::begin(unsigned long) { UART_BAUDDIV = 16u; UART_CTRL = 3u; }
+int HardwareSerialStandIn::available() { return (UART_STATE & 2u) ? 1 : 0; }
+int HardwareSerialStandIn::read() { return (UART_STATE & 2u) ? (int)(UART_DATA & 0xFFu) : -1; }
+size_t HardwareSerialStandIn::print(const char* s) { size_t n = 0; while (*s) { put(*s++); ++n; } return n; }
+size_t HardwareSerialStandIn::print(unsigned long v) {
+  char b[12]; int i = 0;
+  do { b[i++] = (char)('0' + v % 10u); v /= 10u; } while (v);
+  while (i) put(b[--i]);
+  return 1;
+}
+size_t HardwareSerialStandIn::print(long v) { if (v < 0) { put('-'); v = -v; } return print((unsigned long)v); }
+size_t HardwareSerialStandIn::print(int v) { return print((long)v); }
+size_t HardwareSerialStandIn::print(double v, int digits) {
+  if (v < 0) { put('-'); v = -v; }
+  unsigned long whole = (unsigned long)v;
+  print(whole);
+  put('.');
+  double frac = v - (double)whole;
+  for (int i = 0; i < digits; ++i) { frac *= 10.0; int d = (int)frac; put((char)('0' + d)); frac -= d; }
+  return 1;
+}
+size_t HardwareSerialStandIn::println(const char* s) { print(s); put('\\n'); return 1; }
+size_t HardwareSerialStandIn::println() { put('\\n'); return 1; }
+extern "C" {
+extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _estack;
+int main(void) {
+  SYST_RVR = kTicksPerMs - 1u; SYST_CVR = 0u; SYST_CSR = 7u;  // processor clock, interrupt, enable
+  setup();
+  for (;;) loop();
+}
+void Reset_Handler(void) {
+  uint32_t* s = &_sidata; uint32_t* d = &_sdata;
+  while (d < &_edata) *d++ = *s++;
+  for (d = &_sbss; d < &_ebss; ++d) *d = 0;
+  REG32(0xE000ED88u) |= 0xFu << 20;  // CPACR: FPU on (hard-float build)
+  main();
+  for (;;) {}
+}
+static void Default_Handler(void) { for (;;) {} }
+__attribute__((section(".isr_vector"), used)) static void (*const vectors[16])(void) = {
+    (void (*)(void))(&_estack), Reset_Handler, Default_Handler, Default_Handler, Default_Handler,
+    Default_Handler, Default_Handler, 0, 0, 0, 0, Default_Handler, Default_Handler, 0, Default_Handler,
+    SysTick_Handler};
+}
+"""
+
+AN386_LD = """\
+MEMORY { FLASH (rx) : ORIGIN = 0x00000000, LENGTH = 4M  RAM (rwx) : ORIGIN = 0x20000000, LENGTH = 4M }
+ENTRY(Reset_Handler)
+SECTIONS {
+  .isr_vector : { KEEP(*(.isr_vector)) } > FLASH
+  .text : { *(.text*) . = ALIGN(4); } > FLASH
+  .rodata : { *(.rodata*) . = ALIGN(4); } > FLASH
+  .ARM.exidx : { *(.ARM.exidx*) } > FLASH
+  _sidata = LOADADDR(.data);
+  .data : { . = ALIGN(4); _sdata = .; *(.data*) . = ALIGN(4); _edata = .; } > RAM AT > FLASH
+  .bss (NOLOAD) : { . = ALIGN(4); _sbss = .; *(.bss*) *(COMMON) . = ALIGN(4); _ebss = .; } > RAM
+  .stack (NOLOAD) : { . = ALIGN(8); . = . + 0x8000; _estack = .; } > RAM
+}
+"""
+
+
+def test_native_skeleton_prints_the_right_kws_class_on_the_emulated_cortex_m4(cli, mlperf: Path,
+                                                                              tmp_path: Path) -> None:
+    """The generated main.cpp, unchanged, on QEMU mps2-an386 with a minimal Arduino core: the compiled-in
+    first --data sample (tst_000000_Stop_7.bin) comes out as class 7 with the reference model's score, and a
+    hex line sent over the emulated UART (tst_000001_Left_2.bin) as class 2."""
+    import select
+    import time
+
+    if shutil.which("qemu-system-arm") is None:
+        pytest.skip("qemu-system-arm is not installed (make toolchain)")
+    samples = mlperf / "samples" / "kws01"
+    out = tmp_path / "kws"
+    r = cli("build", mlperf / "kws" / "kws_ref_model_int8.tflite", "--target", "cortex-m4", "--runtime", "native",
+            "--data", samples, "--data-quant", "0.584703,83", "--out", out)
+    assert r.code in (0, 3), r.err
+    src = out / "platformio" / "src"
+    inc = _stand_ins(tmp_path, None)
+    (tmp_path / "an386.cpp").write_text(AN386_SHIM)
+    (tmp_path / "an386.ld").write_text(AN386_LD)
+    cpu = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
+    objs = []
+    for c in sorted(src.glob("*.c")):
+        objs.append(str(tmp_path / f"{c.stem}.o"))
+        _compile(["arm-none-eabi-gcc", "-std=c99", "-O2", *cpu, "-c", str(c), "-o", objs[-1]], src)
+    elf = tmp_path / "skeleton.elf"
+    _compile(["arm-none-eabi-g++", "-std=c++17", "-O2", "-fno-exceptions", "-fno-rtti", "-DEF_MONITOR_SPEED=115200",
+              *cpu, f"-I{inc}", f"-I{src}", "main.cpp", str(tmp_path / "an386.cpp"), *objs, "-nostartfiles",
+              "-specs=nano.specs", "-specs=nosys.specs", f"-Wl,-T,{tmp_path / 'an386.ld'}", "-o", str(elf)], src)
+    proc = subprocess.Popen(["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none", "-icount",
+                             "shift=0", "-kernel", str(elf)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    second = sorted(p.name for p in samples.glob("*.bin"))[1]
+    text, deadline = b"", time.monotonic() + 120
+
+    def read_until(done) -> None:
+        nonlocal text
+        while not done(text):
+            assert proc.stdout is not None and time.monotonic() < deadline, text
+            if select.select([proc.stdout], [], [], 1.0)[0]:
+                chunk = os.read(proc.stdout.fileno(), 4096)
+                assert chunk, text
+                text += chunk
+
+    try:
+        read_until(lambda t: b"m-top[" in t and t.split(b"m-top[")[1].count(b"\n") >= 2)
+        assert proc.stdin is not None  # then a serial line: the second sample, classified as such
+        proc.stdin.write((samples / second).read_bytes().hex().encode() + b"\n")
+        proc.stdin.flush()
+        read_until(lambda t: b"m-top[2," in t)
+    finally:
+        proc.kill()
+        proc.wait()
+    lines = text.decode(errors="replace").splitlines()
+    assert "m-ready" in lines, lines
+    top, score = next(ln for ln in lines if ln.startswith("m-top["))[len("m-top["):-1].split(",")
+    golden = (mlperf / "samples" / "kws01_int8_golden.csv").read_text().splitlines()[1].split(",")
+    assert golden[0] == sorted(p.name for p in samples.glob("*.bin"))[0]
+    assert int(top) == int(golden[2]) == 7
+    assert float(score) == pytest.approx(float(golden[3 + int(top)]), abs=1 / 256 + 0.0005)
+    assert int(next(ln for ln in lines if ln.startswith("m-lap-us-["))[len("m-lap-us-["):-1]) > 0
+    assert second.endswith("_2.bin") and "e-" not in text.decode(errors="replace")
