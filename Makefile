@@ -21,16 +21,18 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 # Debian's Cortex-M cross-compiler (exact image sizes of native builds), QEMU (the emulated Cortex-M4
-# board) and CMake (offline checks of the emitted ESP-IDF projects). Installed when missing and possible (root
-# with apt); otherwise the tests that need them skip.
-TOOLCHAIN_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm cmake
+# board), CMake (offline checks of the emitted ESP-IDF projects), g++ and libstdc++-arm-none-eabi-newlib
+# (tests/test_firmware_compile.py compiles the generated PlatformIO main.cpp). Installed when missing and possible
+# (root with apt); otherwise the tests that need them skip.
+TOOLCHAIN_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib g++ qemu-system-arm cmake
 toolchain:
 	@if command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/dev/null 2>&1 && \
-	  command -v cmake >/dev/null 2>&1; then \
-	  echo "arm-none-eabi-gcc, qemu-system-arm, cmake: present"; \
+	  command -v cmake >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1 && \
+	  echo '#include <cstdint>' | arm-none-eabi-g++ -x c++ -fsyntax-only - 2>/dev/null; then \
+	  echo "arm-none-eabi-gcc/g++, g++, qemu-system-arm, cmake: present"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  apt-get update -qq && apt-get install -y -qq $(TOOLCHAIN_PKGS) >/dev/null && \
-	  echo "arm-none-eabi-gcc, qemu-system-arm, cmake: installed"; \
+	  echo "arm-none-eabi-gcc/g++, g++, qemu-system-arm, cmake: installed"; \
 	else echo "missing: sudo apt-get install $(TOOLCHAIN_PKGS) (tests needing them will skip)"; fi
 
 # The whole loop on the bundled example: train, build (native runtime) for a Cortex-M4, flash the emulated

@@ -3,6 +3,7 @@ budget verdicts -> emit -> write atomically with a manifest. Also ``analyze`` on
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -261,7 +262,7 @@ def verdicts(analysis: Analysis, budget: Budget, accuracy: Accuracy | None) -> t
     return (
         Verdict("model_flash_bytes", budget.model_flash_bytes, est.flash_bytes, est.flash_basis),
         Verdict("model_ram_bytes", budget.model_ram_bytes, est.ram_bytes, est.ram_basis),
-        Verdict("latency_ms", budget.latency_ms, round(est.latency_ms, 3), est.latency_basis),
+        Verdict("latency_ms", budget.latency_ms, round_ms(est.latency_ms), est.latency_basis),
         Verdict("max_accuracy_drop", budget.max_accuracy_drop, drop, acc_basis),
     )
 
@@ -368,9 +369,13 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
             accuracy = evaluate(prepared.float_model, prepared.model, prepared.info, eval_runtime, val,
                                 reporter.progress)
     checks = verdicts(analysis, budget, accuracy)
+    faster = faster_options(prepared, target, runtime, budget.latency_ms) if any(
+        v.budget == "latency_ms" and v.fits is False for v in checks) else []
 
     reporter.stage("emitting artifacts")
-    files = emit_files(prepared, target, opts, analysis, labels, native)
+    sample = first_sample(prepared, ds) if opts.data is not None else None
+    files = emit_files(prepared, target, opts, analysis, labels, native, sample)
+    keep_user_code(opts.out_dir, files)
     if project == "espidf":
         from edgeforge.bench.esptool_flash import idf_missing
 
@@ -394,11 +399,47 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     if outcome is not None:
         manifest["search"] = outcome.summary
         manifest["fits"] = manifest["fits"] and outcome.fits
+    if faster:
+        manifest["latency_alternatives"] = faster
     files["manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     write_tree(opts.out_dir, files)
     link_error = native.arm.link_error if native is not None and native.arm is not None else None
     return BuildResult(opts.out_dir, manifest, analysis, checks, accuracy, tuple(warnings), link_error,
                        outcome.summary if outcome is not None else None)
+
+
+def round_ms(ms: float) -> float:
+    """Milliseconds to 3 decimals, or to 3 significant digits below 1 ms (a 10 us estimate is not 0.01)."""
+    return round(ms, 3) if ms >= 1 or ms == 0 else float(f"{ms:.3g}")
+
+
+def faster_options(prepared: Prepared, target: Target, runtime: str, limit_ms: float) -> list[dict[str, Any]]:
+    """When a build misses its latency budget: the other runtime of this target, else other targets of the
+    same kind, whose estimate (same cost model as the verdict) for this very model meets ``limit_ms``."""
+    from edgeforge.compress.cost import LatencyModel, observed_choices
+    from edgeforge.target import load_registry
+
+    choices = observed_choices(prepared.info, prepared.model)
+
+    def estimate(t: Target, rt: str) -> float | None:
+        if runtime_support(rt).unsupported(prepared.info.op_names):
+            return None
+        return float(LatencyModel.for_target(t, rt).estimate_ms(prepared.info, choices))
+
+    found = []
+    for rt in target.runtimes:
+        ms = estimate(target, rt) if rt != runtime else None
+        if ms is not None and ms <= limit_ms:
+            found.append({"target": target.id, "runtime": rt, "latency_ms": round_ms(ms)})
+    if found:
+        return found
+    for other in load_registry().all():
+        if other.id == target.id or other.kind != target.kind:
+            continue
+        ms = estimate(other, other.runtime)
+        if ms is not None and ms <= limit_ms:
+            found.append({"target": other.id, "runtime": other.runtime, "latency_ms": round_ms(ms)})
+    return sorted(found, key=lambda f: f["latency_ms"])[:3]
 
 
 def native_model_flash(native: NativeResult, info: ModelInfo) -> tuple[int, str]:
@@ -460,8 +501,29 @@ def with_native_estimates(analysis: Analysis, native: NativeResult, info: ModelI
                                                ram_basis=ram_basis))
 
 
+def first_sample(prepared: Prepared, ds: Dataset | None) -> bytes | None:
+    """The first sample of the build's data in the model's input quantization (the firmware's sample)."""
+    if ds is None or len(ds) == 0:
+        return None
+    inp = prepared.info.input_tensors()[0]
+    x = model_view(ds.head(1), inp.dtype, inp.scale[0] if inp.scale else None,
+                   inp.zero_point[0] if inp.zero_point else None)
+    data = np.ascontiguousarray(x[0]).astype(np.dtype(inp.dtype).newbyteorder("<"), copy=False).tobytes()
+    return data if len(data) == inp.nbytes else None
+
+
+def keep_user_code(out: Path, files: dict[str, bytes]) -> None:
+    """Carry the user blocks of a previous build's firmware sources in ``out`` into the new ones."""
+    for rel in files:
+        if rel.startswith("platformio/src/") and rel.endswith(".cpp"):
+            old = out / rel
+            with contextlib.suppress(OSError):
+                files[rel] = mcu.keep_user_blocks(files[rel], old.read_bytes())
+
+
 def emit_files(prepared: Prepared, target: Target, opts: BuildOptions, analysis: Analysis,
-               labels: list[str] | None, native: NativeResult | None = None) -> dict[str, bytes]:
+               labels: list[str] | None, native: NativeResult | None = None,
+               sample: bytes | None = None) -> dict[str, bytes]:
     arena = analysis.arena
     base: dict[str, Any] = {
         "version": __version__,
@@ -486,12 +548,15 @@ def emit_files(prepared: Prepared, target: Target, opts: BuildOptions, analysis:
             files.update({f"espidf/{k}": v for k, v in espidf.native_project(
                 ctx, native.files, espidf_model_bytes(prepared, analysis, native), native.native.plan.arena_bytes,
                 mlperf_model_name(prepared.info)).items()})
+        if project == "platformio" and target.platformio:
+            files.update({f"platformio/{k}": v for k, v in
+                          mcu.native_platformio(base, prepared.info, native.files, sample).items()})
     elif "carray" in target.emit or project is not None:
         ctx = mcu.tflm_context(base, prepared.model, prepared.info, opts.symbol)
         if "carray" in target.emit:
             files.update({f"tflm/{k}": v for k, v in mcu.carray(ctx).items()})
         if project == "platformio" and target.platformio:
-            files.update({f"platformio/{k}": v for k, v in mcu.platformio(ctx).items()})
+            files.update({f"platformio/{k}": v for k, v in mcu.platformio(ctx, sample).items()})
         if project == "espidf":
             files.update({f"espidf/{k}": v for k, v in espidf.tflm_project(ctx).items()})
     if "bundle" in target.emit:
@@ -525,7 +590,7 @@ def make_manifest(prepared: Prepared, target: Target, opts: BuildOptions, analys
                   "outputs": [_tensor_json(t) for t in prepared.info.output_tensors()]},
         "arena": analysis.arena.to_json() if analysis.arena else None,
         "estimates": {"flash_bytes": est.flash_bytes, "ram_bytes": est.ram_bytes,
-                      "latency_ms": round(est.latency_ms, 3)},
+                      "latency_ms": round_ms(est.latency_ms)},
         "accuracy": accuracy.to_json() if accuracy else None,
         "budgets": [v.to_json() for v in checks],
         "fits": all(v.fits is not False for v in checks),

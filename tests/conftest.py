@@ -18,6 +18,9 @@ MLPERF = ROOT.parent / "shared" / "models" / "mlperf_tiny"
 FULL = os.environ.get("EDGEFORGE_FULL_TESTS") == "1"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The checkout's own .edgeforge/targets/ (what `edgeforge calibrate` writes when run here) must not change
+# what the tests see; tests that exercise project profiles chdir into a tmp_path, which is still read.
+os.environ["EDGEFORGE_IGNORE_PROJECT_DIR"] = str(ROOT)
 
 
 @dataclass

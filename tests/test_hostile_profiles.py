@@ -111,7 +111,10 @@ def test_a_good_custom_profile_still_renders_a_parseable_ini(tmp_path: Path) -> 
              'lib_deps = ["tanakamasayuki/TensorFlowLite_ESP32 @ ^1.0.0", '
              '"https://github.com/tensorflow/tflite-micro-arduino-examples.git#abc123"]\n')
     t = load_registry([tmp_path]).get("mine")
-    ctx = {"version": "x", "target": {**t.data}, "symbol": "g_model", "ops": [], "tensors": [],
+    io = {"index": 0, "name": "t", "dtype": "int8", "shape": [1, 4], "bytes": 4, "count": 4, "scale": "0.5",
+          "zero_point": 0, "ctype": "int8_t", "member": "int8"}  # main.cpp needs the model's I/O
+    ctx = {"version": "x", "target": {**t.data}, "symbol": "g_model", "ops": [], "runtime": "tflm",
+           "tensors": [{**io, "role": "input"}, {**io, "role": "output"}],
            "model": {"name": "m", "sha256": "0", "bytes": 1, "hex_rows": ["0x00,"]},
            "arena": {"measured": 1, "emitted": 16, "margin_percent": 10}}
     parser = configparser.ConfigParser()

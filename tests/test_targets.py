@@ -100,7 +100,10 @@ def test_platformio_sections_render_valid_ini(tmp_path: Path) -> None:
     for t in load_registry().all():
         if not t.platformio:
             continue
-        ctx = {"version": "x", "target": {**t.data}, "symbol": "g_model", "ops": [], "tensors": [],
+        io = {"index": 0, "name": "t", "dtype": "int8", "shape": [1, 4], "bytes": 4, "count": 4, "scale": "0.5",
+              "zero_point": 0, "ctype": "int8_t", "member": "int8"}
+        ctx = {"version": "x", "target": {**t.data}, "symbol": "g_model", "ops": [], "runtime": "tflm",
+               "tensors": [{**io, "role": "input"}, {**io, "role": "output"}],
                "model": {"name": "m", "sha256": "0", "bytes": 1, "hex_rows": ["0x00,"]},
                "arena": {"measured": 1, "emitted": 16, "margin_percent": 10}}
         ini = platformio(ctx)["platformio.ini"].decode()

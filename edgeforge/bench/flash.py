@@ -34,7 +34,13 @@ def _commands(build_dir: Path, tool: str, port: str | None, target: Any) -> list
     build_dir = build_dir.resolve()
     if tool in ("platformio", "esptool", "picotool", "openocd"):
         # PlatformIO drives each board's own uploader (esptool, picotool, ST-LINK/OpenOCD) from platformio.ini
-        cmd = ["pio", "run", "-d", str(build_dir / "platformio"), "-t", "upload"]
+        project = build_dir / "platformio"
+        if not (project / "platformio.ini").is_file():
+            runtime = "native" if (build_dir / "native").is_dir() else "tflm"
+            raise UsageError(f"{build_dir} has no PlatformIO project (platformio/platformio.ini) to upload",
+                             f"rebuild it with this edgeforge (a {runtime} build for {target.id} emits one), "
+                             "or use --board for an emulated board")
+        cmd = ["pio", "run", "-d", str(project), "-t", "upload"]
         _check_serial_port(port)
         return [cmd + ([f"--upload-port={port}"] if port else [])]
     if tool == "adb":

@@ -165,8 +165,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("build_dir", type=Path, help="the --out folder of `edgeforge build`")
     r.add_argument("--input", "-i", type=Path, required=True,
                    help="inputs: .npy, .npz (x) or a folder of .bin, in the model's input dtype (a batch)")
-    r.add_argument("--output", "-o", type=Path, default=Path("outputs.npy"),
-                   help="where to write the outputs as .npy (default outputs.npy)")
+    r.add_argument("--output", "-o", type=Path, default=None,
+                   help="where to write the outputs as .npy (default BUILD_DIR/outputs.npy, not the working "
+                        "directory)")
     f = sub.add_parser("flash", parents=[common], help="build the bench firmware and load it onto a board",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("build_dir", type=Path)
@@ -308,7 +309,8 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
     from edgeforge.budget import with_overrides
     from edgeforge.build import BuildOptions, build
     from edgeforge.compress.driver import SearchOptions
-    from edgeforge.cli.render import human_bytes, search_lines, verdict_lines
+    from edgeforge.cli.render import (faster_hint, human_bytes, ms_text, native_lines, search_lines,
+                                      verdict_lines)
 
     target = _registry(args).get(args.target)
     budget = with_overrides(target.budget, None, None, args.latency_budget_ms, args.max_accuracy_drop)
@@ -338,7 +340,7 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
     c.out(f"model:     {m['compression']['description']}, {m['model']['bytes']} B, {len(m['model']['ops'])} op kinds, "
           f"{m['model']['macs']} MACs")
     c.out(f"calibration: {m['compression']['calibration']}")
-    if result.analysis.arena:
+    if result.analysis.arena and "native" not in m:  # a native build has its own arena (below)
         ar = result.analysis.arena
         c.out(f"arena:     {ar.total} B measured with tflite-micro, kTensorArenaSize = {ar.emitted} B "
               f"(+{ar.margin * 100:.0f}%)")
@@ -359,12 +361,7 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
     c.out("")
     c.out(f"artifacts: {out}/ — " + ", ".join(sorted({a.split('/')[0] for a in m['artifacts']} | {'manifest.json'})))
     if "native" in m:
-        n = m["native"]
-        tflm = f", TFLM arena {n['tflm_measured_arena_bytes']} B measured" if n["tflm_measured_arena_bytes"] else ""
-        c.out(f"native:    arena {n['arena_bytes']} B (lower bound {n['lower_bound_bytes']} B{tflm}), "
-              f"constants {n['const_bytes']} B" + (f", image flash {n['arm']['flash_bytes']} B / RAM "
-                                                    f"{n['arm']['ram_bytes']} B incl. {n['arm']['stack']} B stack"
-                                                    if n["arm"] and not n["arm"]["link_error"] else ""))
+        c.out("\n".join(native_lines(m)))
     if result.link_error:
         c.err(f"does not fit {target.id}: the image fails to link: {result.link_error}")
     if result.fits:
@@ -372,7 +369,7 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
     else:
         for v in result.missed:
             unit = human_bytes(v.excess or 0) if v.budget.endswith("bytes") else (
-                f"{v.excess:.1f} ms" if v.budget == "latency_ms" else f"{(v.excess or 0) * 100:.2f} pts")
+                ms_text(v.excess or 0) if v.budget == "latency_ms" else f"{(v.excess or 0) * 100:.2f} pts")
             c.err(f"budget missed: {v.budget} by {unit} ({v.value} > {v.limit})")
         if result.search is not None and result.search.get("closest"):
             cl = result.search["closest"]
@@ -381,7 +378,8 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
         c.err(f"closest result: this {m['compression']['scheme']} build in {out}/ "
               f"(flash {m['estimates']['flash_bytes']} B, RAM {m['estimates']['ram_bytes']} B, "
               f"latency {m['estimates']['latency_ms']} ms)")
-        c.err("hint: raise the budget with --flash-budget/--ram-budget/--latency-budget-ms/--max-accuracy-drop, "
+        c.err("hint: " + (faster_hint(m, target.id) + "; or " if m.get("latency_alternatives") else "")
+              + "raise the budget with --flash-budget/--ram-budget/--latency-budget-ms/--max-accuracy-drop, "
               "or choose a larger target")
     return code
 
@@ -392,6 +390,8 @@ def cmd_run(args: argparse.Namespace, c: Console) -> int:
     from edgeforge.run import run_build
 
     result = run_build(args.build_dir, args.input)
+    if args.output is None:
+        args.output = args.build_dir / "outputs.npy"
     try:
         np.save(args.output, result.outputs)
     except OSError as exc:

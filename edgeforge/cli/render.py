@@ -26,11 +26,20 @@ def human_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
+def ms_text(x: float) -> str:
+    """A latency with meaningful precision: 0.0103 ms stays 0.0103 ms (not "0.0 ms"), 181.94 ms is 181.9 ms."""
+    if x >= 10 or x == 0:
+        return f"{x:.1f} ms"
+    if x >= 1:
+        return f"{x:.2f} ms"
+    return f"{x:.3g} ms"
+
+
 def _value(v: Verdict, x: float) -> str:
     if v.budget.endswith("bytes"):
         return human_bytes(x)
     if v.budget == "latency_ms":
-        return f"{x:.1f} ms"
+        return ms_text(x)
     return f"{x * 100:.2f} pts"
 
 
@@ -145,3 +154,34 @@ def target_details(t: Target) -> list[str]:
         s = t.data["serial"]
         lines.append(f"  serial:       {s['baud']} baud, reset {s['reset']}")
     return lines
+
+
+def native_lines(manifest: dict[str, Any]) -> list[str]:
+    """A native build's memory figures as one nested set: the budgeted weights inside all model constants
+    inside the linked image (flash), the planned arena inside the image's RAM."""
+    n = manifest["native"]
+    flash = next((v["value"] for v in manifest["budgets"] if v["budget"] == "model_flash_bytes"), None)
+    arm = n["arm"] if n["arm"] and not n["arm"]["link_error"] else None
+    parts = []
+    if flash is not None:
+        parts.append(f"model weights {flash} B (the flash budget's figure)")
+    parts.append(f"all model constants {n['const_bytes']} B (weights + requantization parameters)")
+    if arm:
+        parts.append(f"linked image {arm['flash_bytes']} B (+ kernels, start-up)")
+    tflm = f"; TFLM would need {n['tflm_measured_arena_bytes']} B" if n["tflm_measured_arena_bytes"] else ""
+    ram = f"arena {n['arena_bytes']} B (lower bound {n['lower_bound_bytes']} B{tflm})"
+    if arm:
+        ram += f" in {arm['ram_bytes']} B of image RAM incl. {arm['stack']} B stack"
+    return [f"flash:     {' <= '.join(parts)}", f"RAM:       {ram}"]
+
+
+def faster_hint(manifest: dict[str, Any], target_id: str) -> str:
+    """What would meet a missed latency budget (manifest["latency_alternatives"], from the build)."""
+    alts = manifest["latency_alternatives"]
+    same = [a for a in alts if a["target"] == target_id]
+    if same:
+        a = same[0]
+        return (f"--runtime {a['runtime']} is estimated at {ms_text(a['latency_ms'])} on {target_id}, within the "
+                f"latency budget: rebuild with --runtime {a['runtime']}")
+    return "estimated within the latency budget: " + ", ".join(
+        f"--target {a['target']} ({a['runtime']}, {ms_text(a['latency_ms'])})" for a in alts)

@@ -123,6 +123,9 @@ class OpTable:
 
     coefficients: tuple[float, ...]  # in FEATURES order
     source: str
+    # Fixed cost of one invoke whatever the model (interpreter dispatch, set/get tensor), in microseconds:
+    # measured as time, not cycles, because it was measured on a host (``per_invoke_us``; default 0).
+    per_invoke_us: float = 0.0
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> OpTable:
@@ -131,7 +134,8 @@ class OpTable:
                 return float(data[k])
             return value(DEFAULTS_TO[k]) if k in DEFAULTS_TO else 0.0
 
-        return cls(tuple(value(k) for k in FEATURES), str(data.get("source", "")))
+        return cls(tuple(value(k) for k in FEATURES), str(data.get("source", "")),
+                   float(data.get("per_invoke_us", 0.0)))
 
     @classmethod
     def uniform(cls, cycles_per_mac: float, source: str) -> OpTable:
@@ -247,7 +251,7 @@ class ModelCost:
     def ms(self, choices: Mapping[int, LayerCost] | None = None) -> float:
         """Estimated latency in milliseconds; ``choices`` maps op index -> how its weights are stored (ops not
         named keep the model's own storage; an entry for an op without weights is ignored)."""
-        return self.cycles(choices) * self._ms_per_cycle
+        return self.cycles(choices) * self._ms_per_cycle + self.model.table.per_invoke_us / 1e3
 
     def breakdown(self, choices: Mapping[int, LayerCost] | None = None) -> list[OpCost]:
         rows = []

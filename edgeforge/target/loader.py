@@ -26,6 +26,9 @@ from edgeforge.resources import data_dir
 from edgeforge.target.schema import TARGET_SCHEMA, Target, target_from_data
 
 ENV_PATH = "EDGEFORGE_TARGETS_PATH"
+#: A folder whose ``.edgeforge/targets/`` is not read even when it is the working directory: the test suite
+#: sets it to the checkout, so an `edgeforge calibrate` run there does not change what the tests see.
+ENV_IGNORE_PROJECT = "EDGEFORGE_IGNORE_PROJECT_DIR"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_EXTENDS_DEPTH = 32  # bases and overrides nest a few levels; more is a mistake (or an attack on the loader)
 PROJECT_DIR = Path(".edgeforge") / "targets"
@@ -42,7 +45,10 @@ def search_path(extra: Iterable[Path] = (), cwd: Path | None = None) -> list[Pat
     """Folders searched for profiles, lowest precedence first."""
     folders = [data_dir("targets")]
     folders += [Path(p) for p in os.environ.get(ENV_PATH, "").split(os.pathsep) if p]
-    folders.append((cwd or Path.cwd()) / PROJECT_DIR)
+    project = cwd or Path.cwd()
+    ignored = os.environ.get(ENV_IGNORE_PROJECT)
+    if not (ignored and project.resolve() == Path(ignored).resolve()):
+        folders.append(project / PROJECT_DIR)
     folders += list(extra)
     seen: set[Path] = set()
     unique = []

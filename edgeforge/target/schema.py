@@ -86,6 +86,7 @@ _PERF_OPS = _strict(
         "int4_unpack": _NONNEG,
         "int4_unpack_depthwise": _NONNEG,
         "int4_unpack_weight": _NONNEG,
+        "per_invoke_us": _NONNEG,  # fixed time per invoke (dispatch), microseconds; see cost.OpTable
         "source": {"type": "string", "minLength": 1},
         # the kernel set the coefficients describe (e.g. "reference", "cmsis-nn", "esp-nn"): named in the verdict
         "kernels": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]*$"},
