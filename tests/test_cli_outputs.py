@@ -31,7 +31,8 @@ def test_run_writes_outputs_into_the_build_folder_by_default(cli, tiny: Path, tm
 
 def test_flash_port_on_a_native_build_uploads_its_platformio_project(cli, tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "n"
-    assert cli("build", tiny, "--target", "esp32", "--runtime", "native", "--out", out).code == 0
+    assert cli("build", tiny, "--target", "esp32", "--runtime", "native", "--emitter", "platformio",
+               "--out", out).code == 0
     r = cli("flash", out, "--port", "/dev/ttyUSB0", "--dry-run", "--json")
     assert r.code == 0, r.err
     project = (out / "platformio").resolve()

@@ -103,7 +103,8 @@ def test_tflm_platformio_project_compiles_against_the_pinned_tflm(cli, tiny: Pat
     if not (TFLM / "tensorflow" / "lite" / "micro" / "micro_interpreter.h").is_file():
         pytest.skip("../shared/third_party/tflite-micro is absent")
     out = tmp_path / "b"
-    assert cli("build", tiny, "--target", target.id, "--data", data_file, "--out", out).code in (0, 3)
+    assert cli("build", tiny, "--target", target.id, "--emitter", "platformio", "--data", data_file,
+               "--out", out).code in (0, 3)
     src = out / "platformio" / "src"
     assert (src / "sample_input.h").is_file()
     cxx, _, flags = _compilers(target)
@@ -119,7 +120,8 @@ def test_tflm_platformio_project_compiles_against_the_pinned_tflm(cli, tiny: Pat
 @pytest.mark.parametrize("target", PIO_TARGETS, ids=lambda t: t.id)
 def test_native_platformio_project_compiles(cli, tiny: Path, tmp_path: Path, target) -> None:
     out = tmp_path / "b"
-    assert cli("build", tiny, "--target", target.id, "--runtime", "native", "--out", out).code in (0, 3)
+    assert cli("build", tiny, "--target", target.id, "--runtime", "native", "--emitter", "platformio",
+               "--out", out).code in (0, 3)
     src = out / "platformio" / "src"
     ini = (out / "platformio" / "platformio.ini").read_text()
     assert "lib_deps" not in ini and f"board = {target.platformio['board']}" in ini
@@ -193,7 +195,7 @@ def test_native_skeleton_reads_a_serial_hex_line_and_prints_the_dequantized_top_
 
 def test_regenerating_keeps_the_user_blocks(cli, tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "b"
-    assert cli("build", tiny, "--target", "esp32", "--out", out).code in (0, 3)
+    assert cli("build", tiny, "--target", "esp32", "--emitter", "platformio", "--out", out).code in (0, 3)
     main = out / "platformio" / "src" / "main.cpp"
     text = main.read_text()
     assert set(user_blocks(text.encode())) == {b"includes", b"input", b"output", b"setup"}
@@ -202,12 +204,12 @@ def test_regenerating_keeps_the_user_blocks(cli, tiny: Path, tmp_path: Path) -> 
     begin = "// edgeforge:user-begin includes\n"
     edited = edited.replace(begin, begin + '#include "mic.h"\n')
     main.write_text(edited)
-    assert cli("build", tiny, "--target", "esp32", "--out", out).code in (0, 3)
+    assert cli("build", tiny, "--target", "esp32", "--emitter", "platformio", "--out", out).code in (0, 3)
     again = main.read_text()
     assert mine in again and '#include "mic.h"\n' in again and "return DefaultInput(dst, n);" not in again
     assert again == edited  # everything outside the blocks is regenerated, identical here
     # a fresh folder gets the defaults back
-    assert cli("build", tiny, "--target", "esp32", "--out", tmp_path / "fresh").code in (0, 3)
+    assert cli("build", tiny, "--target", "esp32", "--emitter", "platformio", "--out", tmp_path / "fresh").code in (0, 3)
     assert (tmp_path / "fresh" / "platformio" / "src" / "main.cpp").read_text() == text
 
 
