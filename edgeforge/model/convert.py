@@ -4,7 +4,9 @@ TensorFlow sources (SavedModel, .keras, .h5) all go one way: to a SavedModel, th
 serving signature's concrete function with the batch fixed to 1, then ``TFLiteConverter``.
 That one path also handles TF 2.x-era SavedModels that ``from_saved_model`` rejects, and
 Keras 3 models (which ``from_keras_model`` cannot convert). A float ``.tflite`` source has no
-graph to re-convert: it is quantized with ``ai-edge-quantizer`` instead.
+graph to re-convert: it is quantized with ``ai-edge-quantizer`` instead, from a clean float graph
+(``rewrite.float_graph``). Both run in a worker process (``worker``): TensorFlow's native code can
+crash on hostile input, and a crash must be an error naming the input, not the end of the build.
 """
 
 from __future__ import annotations
@@ -267,9 +269,10 @@ def _with_signature(data: bytes) -> bytes:
 
 
 #: Ops whose int8 output must carry its input's scale and zero point: TFLite Micro's pooling kernels
-#: check it (pooling_common.cc), and shape-only ops copy bytes. TFLite's converter ties them; ai-edge-
-#: quantizer calibrates each tensor on its own, so an average pool's narrower output range got its own
-#: scale and the MLPerf KWS model was refused by TFLite Micro.
+#: check it (pooling_common.cc), and shape-only ops copy bytes. TFLite's converter and ai-edge-quantizer
+#: tie them when they recognise the op; when the quantizer misread the ops (the MLPerf KWS file's old
+#: op-code field, see ``rewrite.normalize_opcodes``) every tensor got its own scale and TFLite Micro
+#: refused the model. Tying them after quantization keeps that class of failure out of the build.
 SAME_SCALE_OPS = frozenset({"AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS"})
 #: Ops with a fixed int8 output range that TFLite Micro's kernels require exactly (softmax_common.cc and
 #: friends): (scale, zero point), as TFLite's converter sets them.
