@@ -3,7 +3,6 @@ budget verdicts -> emit -> write atomically with a manifest. Also ``analyze`` on
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,11 @@ from edgeforge.data import Dataset, InputQuant, float_view, load_dataset, model_
 from edgeforge.emit import bundle as bundle_emit
 from edgeforge.emit import espidf, mcu
 from edgeforge.emit.project import for_emitter, kernels_of, project_emitter
+from edgeforge.compress.recipe import Recipe, layer_name
 from edgeforge.errors import DataError, ModelError, UnsupportedOpError, UsageError
 from edgeforge.evaluate import Accuracy, dequantize, evaluate, score
+from edgeforge.manifest import (Compression, Estimates, InputModel, Manifest, ModelSummary, TargetRef, TensorSpec,
+                                verdict_fits)
 from edgeforge.events import NullReporter, Reporter
 from edgeforge.model import convert as conv
 from edgeforge.model.load import SourceModel, load_model
@@ -65,28 +67,32 @@ class Prepared:
     model: bytes
     info: ModelInfo
     float_model: tuple[bytes, ModelInfo] | None
-    calibration: str  # how it was calibrated: "data:<path> (N samples)", "synthetic ...", "not needed ..."
+    calibration: str  # how it was calibrated, for people: "data:<path> (N samples)", "synthetic ...", ...
     sample_shape: tuple[int, ...]
     data_dtype: str
     warnings: tuple[str, ...]
-    recipe: str | None = None  # per-layer compression chosen by the search (None: uniform int8)
+    recipe: Recipe | None = None  # per-layer compression chosen by the search (None: uniform int8)
+    synthetic_calibration: bool = False  # int8 ranges from synthetic inputs: no --data was given
 
 
 @dataclass(frozen=True)
 class BuildResult:
     out_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     analysis: Analysis
     verdicts: tuple[Verdict, ...]
     accuracy: Accuracy | None
     warnings: tuple[str, ...] = field(default=())
     link_error: str | None = None  # the native image did not link into the board's memory
-    search: dict[str, Any] | None = None  # what the compression search chose (manifest["search"])
 
     @property
     def fits(self) -> bool:
-        searched_out = self.search is not None and "replayed" not in self.search and self.search["chosen"] is None
-        return self.link_error is None and not searched_out and all(v.fits is not False for v in self.verdicts)
+        return self.manifest.fits  # the one verdict, the one written to manifest.json
+
+    @property
+    def search(self) -> dict[str, Any] | None:
+        """What the compression search chose (the manifest's ``search`` section)."""
+        return dict(self.manifest.search) if self.manifest.search is not None else None
 
     @property
     def missed(self) -> list[Verdict]:
@@ -145,8 +151,10 @@ def prepare(model_path: Path, target: Target, scheme: str, runtime: str, data: P
                 raise ModelError(f"{source.path.name} is already an int8 model; it cannot become {scheme}",
                                  "pass the float model, or build with --quantization int8")
             prepared_model, calibration = source.tflite, "not needed: the source is already int8 (passed through)"
+            synthetic_calibration = False
         else:
             calib = None
+            synthetic_calibration = False
             if scheme == "int8":
                 if ds is not None:
                     subset = ds.head(calib_samples)
@@ -155,6 +163,7 @@ def prepare(model_path: Path, target: Target, scheme: str, runtime: str, data: P
                 else:
                     calib = synthetic(sample_shape, SYNTHETIC_SAMPLES)
                     calibration = f"synthetic: {SYNTHETIC_SAMPLES} samples of normal(0, 1), seed 0"
+                    synthetic_calibration = True
                     # Still worth an output SQNR against the float model: it catches broken conversions.
                     ds = Dataset(calib, None, "synthetic normal(0, 1) inputs (no data given)")
                     warnings.append("NO CALIBRATION DATA: int8 ranges come from synthetic normal(0,1) inputs and "
@@ -178,7 +187,7 @@ def prepare(model_path: Path, target: Target, scheme: str, runtime: str, data: P
             graph.close()
     info = read_tflite(prepared_model, "the converted model")
     return Prepared(source, scheme, runtime, prepared_model, info, float_model, calibration, sample_shape,
-                    data_dtype, tuple(warnings)), ds
+                    data_dtype, tuple(warnings), synthetic_calibration=synthetic_calibration), ds
 
 
 def _arena(prepared: Prepared, reporter: Reporter) -> ArenaMeasurement | None:
@@ -255,10 +264,6 @@ def _read_labels(path: Path | None) -> list[str] | None:
     return labels
 
 
-def _tensor_json(t: Any) -> dict[str, Any]:
-    return bundle_emit.io_spec(t)
-
-
 def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Reporter | None = None) -> BuildResult:
     """Build ``model_path`` for ``target`` into ``opts.out_dir``; see the module docstring."""
     reporter = reporter or NullReporter()
@@ -294,7 +299,7 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
                             "(pin one with --runtime)")
     prepared = searched
     if outcome is not None and outcome.scheme is None:
-        prepared = replace(prepared, model=outcome.model, info=outcome.info, recipe=outcome.summary["layers"])
+        prepared = replace(prepared, model=outcome.model, info=outcome.info, recipe=outcome.recipe)
         if outcome.result is not None and outcome.result.chosen is None:
             warnings.append("no candidate fits every budget: the build holds the closest one")
     native = None
@@ -356,24 +361,18 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
             reporter.warning(warnings[-1])
     if outcome is not None:
         files.update(outcome.files)
-    manifest = make_manifest(prepared, target, opts, analysis, accuracy, checks, files, warnings)
-    if sum(e in PROJECT_EMITTERS for e in target.emit) > 1:  # a choice was made: record it
-        manifest["target"]["emitter"] = project
-    if runtime == Runtime.TFLM and kernels_of(target, project):  # the kernel set the latency estimate assumes
-        manifest["target"]["kernels"] = kernels_of(target, project)
-    if project == "espidf":
-        manifest["espidf"] = espidf.manifest_entry(target.data, espidf_model_bytes(prepared, analysis, native))
-    if native is not None:
-        manifest["native"] = native.to_json(arena.total if arena else None)
-        manifest["fits"] = manifest["fits"] and not (native.arm and native.arm.link_error)
-    if outcome is not None:
-        manifest["search"] = outcome.summary
-        manifest["fits"] = manifest["fits"] and outcome.fits
-    files["manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-    write_tree(opts.out_dir, files)
     link_error = native.arm.link_error if native is not None and native.arm is not None else None
-    return BuildResult(opts.out_dir, manifest, analysis, checks, accuracy, tuple(warnings), link_error,
-                       outcome.summary if outcome is not None else None)
+    manifest = make_manifest(prepared, target, analysis, accuracy, checks, files, warnings,
+                             fits=verdict_fits(checks, link_error, outcome is None or outcome.fits),
+                             emitter=project if sum(e in PROJECT_EMITTERS for e in target.emit) > 1 else None,
+                             kernels=kernels_of(target, project) if runtime == Runtime.TFLM else None,
+                             espidf=espidf.manifest_entry(target.data, espidf_model_bytes(prepared, analysis, native))
+                             if project == "espidf" else None,
+                             native=native.to_json(arena.total if arena else None) if native is not None else None,
+                             search=outcome.summary if outcome is not None else None)
+    files["manifest.json"] = manifest.dumps()
+    write_tree(opts.out_dir, files)
+    return BuildResult(opts.out_dir, manifest, analysis, checks, accuracy, tuple(warnings), link_error)
 
 
 def native_model_flash(native: NativeResult, info: ModelInfo) -> tuple[int, str]:
@@ -395,7 +394,8 @@ def native_model_flash(native: NativeResult, info: ModelInfo) -> tuple[int, str]
 
 def compression_label(prepared: Prepared) -> str:
     if prepared.recipe is not None:
-        return f"int8 activations, per-layer weights: {prepared.recipe}"
+        names = {op: layer_name(prepared.info.ops[op].op, op) for op, _ in prepared.recipe.layers}
+        return f"int8 activations, per-layer weights: {prepared.recipe.summary(names)}"
     return {"int8": "full-integer int8 (int8 I/O)", "float16": "float16 weights", "dynamic-int8":
             "dynamic-range int8 weights, float activations", "float32": "float32 (no quantization)"}[prepared.scheme]
 
@@ -478,35 +478,28 @@ def emit_files(prepared: Prepared, target: Target, opts: BuildOptions, analysis:
     return files
 
 
-def make_manifest(prepared: Prepared, target: Target, opts: BuildOptions, analysis: Analysis,
-                  accuracy: Accuracy | None, checks: tuple[Verdict, ...], files: dict[str, bytes],
-                  warnings: list[str]) -> dict[str, Any]:
+def make_manifest(prepared: Prepared, target: Target, analysis: Analysis, accuracy: Accuracy | None,
+                  checks: tuple[Verdict, ...], files: dict[str, bytes], warnings: list[str], *, fits: bool,
+                  emitter: str | None = None, kernels: str | None = None, espidf: dict[str, Any] | None = None,
+                  native: dict[str, Any] | None = None, search: dict[str, Any] | None = None) -> Manifest:
     est = analysis.estimates
     assert est is not None
-    return {
-        "format": "edgeforge-build/1",
-        "edgeforge_version": __version__,
-        "input_model": {"path": str(model_display(prepared.source)), "format": prepared.source.format,
-                        "sha256": prepared.source.sha256},
-        "target": {"id": target.id, "name": target.name, "profile_sha256": target.profile_hash,
-                   "runtime": prepared.runtime},
-        "compression": {"scheme": prepared.scheme, "description": compression_label(prepared),
-                        "calibration": prepared.calibration,
-                        "synthetic_calibration": prepared.calibration.startswith("synthetic")},
-        "model": {"path": "model.tflite", "bytes": len(prepared.model), "sha256": sha256(prepared.model),
-                  "ops": prepared.info.op_names, "params": analysis.total_params, "macs": analysis.total_macs,
-                  "weight_bytes": analysis.weight_bytes, "activation_peak_bytes": analysis.activation_peak_bytes,
-                  "inputs": [_tensor_json(t) for t in prepared.info.input_tensors()],
-                  "outputs": [_tensor_json(t) for t in prepared.info.output_tensors()]},
-        "arena": analysis.arena.to_json() if analysis.arena else None,
-        "estimates": {"flash_bytes": est.flash_bytes, "ram_bytes": est.ram_bytes,
-                      "latency_ms": round(est.latency_ms, 3)},
-        "accuracy": accuracy.to_json() if accuracy else None,
-        "budgets": [v.to_json() for v in checks],
-        "fits": all(v.fits is not False for v in checks),
-        "artifacts": {rel: {"bytes": len(data), "sha256": sha256(data)} for rel, data in sorted(files.items())},
-        "warnings": warnings,
-    }
+    info = prepared.info
+    return Manifest(
+        edgeforge_version=__version__,
+        input_model=InputModel(model_display(prepared.source), prepared.source.format, prepared.source.sha256),
+        target=TargetRef(target.id, target.name, target.profile_hash, prepared.runtime, emitter, kernels or None),
+        compression=Compression(prepared.scheme, compression_label(prepared), prepared.calibration,
+                                prepared.synthetic_calibration),
+        model=ModelSummary("model.tflite", len(prepared.model), sha256(prepared.model), tuple(info.op_names),
+                           analysis.total_params, analysis.total_macs, analysis.weight_bytes,
+                           analysis.activation_peak_bytes, tuple(TensorSpec.of(t) for t in info.input_tensors()),
+                           tuple(TensorSpec.of(t) for t in info.output_tensors())),
+        estimates=Estimates(est.flash_bytes, est.ram_bytes, round(est.latency_ms, 3)),
+        budgets=checks, fits=fits,
+        artifacts={rel: {"bytes": len(data), "sha256": sha256(data)} for rel, data in sorted(files.items())},
+        warnings=tuple(warnings), arena=analysis.arena.to_json() if analysis.arena else None,
+        accuracy=accuracy.to_json() if accuracy else None, espidf=espidf, native=native, search=search)
 
 
 def espidf_model_bytes(prepared: Prepared, analysis: Analysis, native: NativeResult | None) -> int:
@@ -520,7 +513,7 @@ def mlperf_model_name(info: ModelInfo) -> str:
     """The `profile` model string MLPerf Tiny hosts pick their dataset by (the bench firmware reports it)."""
     from edgeforge.bench.firmware import _mlperf_name
 
-    return _mlperf_name({"model": {"inputs": [_tensor_json(t) for t in info.input_tensors()]}})
+    return _mlperf_name(info.input_tensors()[0].shape)
 
 
 def model_display(source: SourceModel) -> str:

@@ -323,12 +323,12 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
     m = result.manifest
     code = ExitCode.OK if result.fits else ExitCode.BUDGET
     if c.json:
-        c.out(json.dumps({**m, "out_dir": str(out), "exit_code": int(code)}, indent=2, sort_keys=True))
+        c.out(json.dumps({**m.to_json(), "out_dir": str(out), "exit_code": int(code)}, indent=2, sort_keys=True))
         return code
-    c.out(f"{args.model} -> {target.id} ({target.name}), runtime {m['target']['runtime']}")
-    c.out(f"model:     {m['compression']['description']}, {m['model']['bytes']} B, {len(m['model']['ops'])} op kinds, "
-          f"{m['model']['macs']} MACs")
-    c.out(f"calibration: {m['compression']['calibration']}")
+    c.out(f"{args.model} -> {target.id} ({target.name}), runtime {m.target.runtime}")
+    c.out(f"model:     {m.compression.description}, {m.model.bytes} B, {len(m.model.ops)} op kinds, "
+          f"{m.model.macs} MACs")
+    c.out(f"calibration: {m.compression.calibration}")
     if result.analysis.arena:
         ar = result.analysis.arena
         c.out(f"arena:     {ar.total} B measured with tflite-micro, kTensorArenaSize = {ar.emitted} B "
@@ -348,9 +348,9 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
     c.out("")
     c.out("\n".join(verdict_lines(c, result.verdicts)))
     c.out("")
-    c.out(f"artifacts: {out}/ — " + ", ".join(sorted({a.split('/')[0] for a in m['artifacts']} | {'manifest.json'})))
-    if "native" in m:
-        n = m["native"]
+    c.out(f"artifacts: {out}/ — " + ", ".join(sorted({a.split('/')[0] for a in m.artifacts} | {'manifest.json'})))
+    if m.native is not None:
+        n = m.native
         tflm = f", TFLM arena {n['tflm_measured_arena_bytes']} B measured" if n["tflm_measured_arena_bytes"] else ""
         c.out(f"native:    arena {n['arena_bytes']} B (lower bound {n['lower_bound_bytes']} B{tflm}), "
               f"constants {n['const_bytes']} B" + (f", image flash {n['arm']['flash_bytes']} B / RAM "
@@ -369,9 +369,9 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
             cl = result.search["closest"]
             c.err(f"nothing fits: closest candidate {cl['id']} ({result.search['recipe']}) misses "
                   + ", ".join(f"{k} by {v}" for k, v in cl["misses"].items()) + f"; see {out}/report.html")
-        c.err(f"closest result: this {m['compression']['scheme']} build in {out}/ "
-              f"(flash {m['estimates']['flash_bytes']} B, RAM {m['estimates']['ram_bytes']} B, "
-              f"latency {m['estimates']['latency_ms']} ms)")
+        c.err(f"closest result: this {m.compression.scheme} build in {out}/ "
+              f"(flash {m.estimates.flash_bytes} B, RAM {m.estimates.ram_bytes} B, "
+              f"latency {m.estimates.latency_ms} ms)")
         c.err("hint: raise the budget with --flash-budget/--ram-budget/--latency-budget-ms/--max-accuracy-drop, "
               "or choose a larger target")
     return code
