@@ -1,5 +1,6 @@
-"""The build pipeline: load -> quantize -> analyze (arena measured for TFLM) -> evaluate ->
-budget verdicts -> emit -> write atomically with a manifest. Also ``analyze`` on its own."""
+"""The build pipeline, composed of the stages in ``edgeforge.stages``: load -> quantize -> [compression
+search] -> plan/emit/compile the native runtime -> analyze (arena measured for TFLM) -> evaluate -> budget
+verdicts -> emit -> write atomically with a manifest. Also ``analyze`` on its own."""
 
 from __future__ import annotations
 
@@ -9,70 +10,26 @@ from typing import Any
 
 import numpy as np
 
-from edgeforge import __version__
 from edgeforge.analyze import Analysis, analyze_model
-from edgeforge.arena import ArenaMeasurement, measure_arena
 from edgeforge.budget import Verdict
 from edgeforge.compress import stage
-from edgeforge.compress.driver import SearchOptions
-from edgeforge.data import Dataset, InputQuant, float_view, load_dataset, model_view, synthetic
-from edgeforge.emit import bundle as bundle_emit
-from edgeforge.emit import espidf, mcu
-from edgeforge.emit.project import for_emitter, kernels_of, project_emitter
-from edgeforge.compress.recipe import Recipe, layer_name
-from edgeforge.errors import DataError, ModelError, UnsupportedOpError, UsageError
+from edgeforge.data import Dataset, InputQuant, load_dataset, model_view
+from edgeforge.emit.project import for_emitter, project_emitter
+from edgeforge.errors import DataError, UnsupportedOpError, UsageError
 from edgeforge.evaluate import Accuracy, dequantize, evaluate, score
-from edgeforge.manifest import (Compression, Estimates, InputModel, Manifest, ModelSummary, TargetRef, TensorSpec,
-                                verdict_fits)
 from edgeforge.events import NullReporter, Reporter
+from edgeforge.manifest import Manifest
 from edgeforge.model import convert as conv
-from edgeforge.model.load import SourceModel, load_model
-from edgeforge.model.tflite import ModelInfo, read_tflite
+from edgeforge.model.load import load_model
+from edgeforge.model.tflite import read_tflite
 from edgeforge.native.emit import prepare_native
-from edgeforge.native.stage import NativeResult, native_stage
-from edgeforge.output import sha256, write_tree
-from edgeforge.runtimes import Runtime, runtime_support
-from edgeforge.target.schema import PROJECT_EMITTERS, Budget, Target
+from edgeforge.native.stage import NativeResult
+from edgeforge.runtimes import Runtime
+from edgeforge.stages import (BuildOptions, Prepared, analyze_prepared, check_supported, choose, emit, plan_native,
+                              prepare, tflm_arena, verdicts, write_build)
+from edgeforge.target.schema import Target
 
-SYNTHETIC_SAMPLES = 100
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    out_dir: Path
-    data: Path | None = None
-    val: Path | None = None
-    data_quant: InputQuant | None = None
-    calib_samples: int = 200
-    quantization: str | None = None
-    runtime: str | None = None
-    budget: Budget | None = None  # overrides the target's budgets when set
-    labels: Path | None = None
-    symbol: str = "g_model"
-    input_mean: float | None = None
-    input_std: float | None = None
-    template_dirs: tuple[Path, ...] = ()
-    single_rounding: bool = False  # native runtime: TFLITE_SINGLE_ROUNDING arithmetic instead of the default
-    emitter: str | None = None  # the firmware project to write (espidf, platformio); default: the profile's first
-    search: SearchOptions = field(default_factory=SearchOptions)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A model converted for one target: what both ``analyze`` and ``build`` start from."""
-
-    source: SourceModel
-    scheme: str
-    runtime: str
-    model: bytes
-    info: ModelInfo
-    float_model: tuple[bytes, ModelInfo] | None
-    calibration: str  # how it was calibrated, for people: "data:<path> (N samples)", "synthetic ...", ...
-    sample_shape: tuple[int, ...]
-    data_dtype: str
-    warnings: tuple[str, ...]
-    recipe: Recipe | None = None  # per-layer compression chosen by the search (None: uniform int8)
-    synthetic_calibration: bool = False  # int8 ranges from synthetic inputs: no --data was given
+__all__ = ["BuildOptions", "BuildResult", "Prepared", "analyze", "build", "prepare", "verdicts"]
 
 
 @dataclass(frozen=True)
@@ -99,105 +56,6 @@ class BuildResult:
         return [v for v in self.verdicts if v.fits is False]
 
 
-def _choose(target: Target, quantization: str | None, runtime: str | None) -> tuple[str, str]:
-    scheme = quantization or target.quantization[0]
-    if scheme not in target.quantization:
-        raise UsageError(f"target {target.id} does not offer --quantization {scheme}",
-                         f"choose one of: {', '.join(target.quantization)}")
-    rt = runtime or target.runtime
-    if rt not in target.runtimes:
-        raise UsageError(f"target {target.id} does not offer --runtime {rt}",
-                         f"choose one of: {', '.join(target.runtimes)}")
-    return scheme, rt
-
-
-def _sample_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return shape[1:] if len(shape) > 1 and shape[0] == 1 else shape
-
-
-def _is_float_tflite(info: ModelInfo) -> bool:
-    return all(t.dtype == "float32" for t in info.input_tensors()) and not any(
-        t.is_constant and t.dtype in ("int8", "int4") for t in info.tensors)
-
-
-def prepare(model_path: Path, target: Target, scheme: str, runtime: str, data: Path | None,
-            data_quant: InputQuant | None, calib_samples: int, reporter: Reporter) -> tuple[Prepared, Dataset | None]:
-    """Load the model, read the calibration data, convert; returns the converted model and the data."""
-    warnings: list[str] = []
-    reporter.stage("loading model")
-    source = load_model(model_path)
-    graph = None
-    try:
-        if source.tflite is not None:
-            assert source.info is not None
-            ins = source.info.input_tensors()
-            shapes = [(t.shape, t.dtype) for t in ins]
-        else:
-            graph = conv.TFGraph(source)
-            shapes = [(s.shape, s.dtype) for s in graph.inputs]
-        if len(shapes) != 1:
-            raise ModelError(f"the model has {len(shapes)} inputs; edgeforge builds single-input models",
-                             "wrap the model so that it takes one input tensor")
-        shape, dtype = shapes[0]
-        sample_shape = _sample_shape(shape)
-        already_int8 = source.info is not None and source.info.is_int8
-        data_dtype = dtype
-        ds = None
-        if data is not None:
-            reporter.stage("reading data")
-            ds = load_dataset(data, sample_shape, np.dtype(dtype), data_quant)
-        if already_int8:
-            if scheme != "int8":
-                raise ModelError(f"{source.path.name} is already an int8 model; it cannot become {scheme}",
-                                 "pass the float model, or build with --quantization int8")
-            prepared_model, calibration = source.tflite, "not needed: the source is already int8 (passed through)"
-            synthetic_calibration = False
-        else:
-            calib = None
-            synthetic_calibration = False
-            if scheme == "int8":
-                if ds is not None:
-                    subset = ds.head(calib_samples)
-                    calib = float_view(subset)
-                    calibration = f"data: {subset.source} ({len(subset)} samples)"
-                else:
-                    calib = synthetic(sample_shape, SYNTHETIC_SAMPLES)
-                    calibration = f"synthetic: {SYNTHETIC_SAMPLES} samples of normal(0, 1), seed 0"
-                    synthetic_calibration = True
-                    # Still worth an output SQNR against the float model: it catches broken conversions.
-                    ds = Dataset(calib, None, "synthetic normal(0, 1) inputs (no data given)")
-                    warnings.append("NO CALIBRATION DATA: int8 ranges come from synthetic normal(0,1) inputs and "
-                                    "accuracy may suffer badly; pass --data with real inputs (recorded in the manifest)")
-                    for w in warnings:
-                        reporter.warning(w)
-            else:
-                calibration = f"not needed for {scheme}"
-            reporter.stage(f"converting to {scheme}" + (" and calibrating" if calib is not None else ""))
-            prepared_model = conv.convert(source, scheme, calib, graph)
-        assert prepared_model is not None
-        float_model = None
-        if graph is not None:
-            reporter.stage("converting the float reference")
-            fb = conv.convert(source, "float32", None, graph)
-            float_model = (fb, read_tflite(fb))
-        elif source.info is not None and _is_float_tflite(source.info):
-            float_model = (source.tflite, source.info)
-    finally:
-        if graph is not None:
-            graph.close()
-    info = read_tflite(prepared_model, "the converted model")
-    return Prepared(source, scheme, runtime, prepared_model, info, float_model, calibration, sample_shape,
-                    data_dtype, tuple(warnings), synthetic_calibration=synthetic_calibration), ds
-
-
-def _arena(prepared: Prepared, reporter: Reporter) -> ArenaMeasurement | None:
-    """TFLM's arena, measured: the figure for TFLM builds, the comparison for native ones."""
-    if not Runtime(prepared.runtime).on_microcontroller or Runtime.TFLM.support.unsupported(prepared.info.op_names):
-        return None
-    reporter.stage("measuring the TFLite Micro arena")
-    return measure_arena(prepared.model, prepared.info)
-
-
 def analyze(model_path: Path, target: Target | None, data: Path | None = None,
             data_quant: InputQuant | None = None, reporter: Reporter | None = None) -> tuple[Prepared | None, Analysis]:
     """Analyse ``model_path`` as it would be built for ``target`` (as-is when no target is given)."""
@@ -215,9 +73,9 @@ def analyze(model_path: Path, target: Target | None, data: Path | None = None,
         else:
             info = source.info
         return None, analyze_model(info, None, "litert", None)
-    scheme, runtime = _choose(target, None, None)
+    scheme, runtime = choose(target, None, None)
     prepared, _ = prepare(model_path, target, scheme, runtime, data, data_quant, 100, reporter)
-    arena = _arena(prepared, reporter)
+    arena = tflm_arena(prepared, reporter)
     analysis = analyze_model(prepared.info, target, runtime, arena)
     if "native" in target.runtimes:
         reporter.stage("planning the native runtime's arena")
@@ -234,26 +92,6 @@ def _native_summary(prepared: Prepared) -> dict[str, Any]:
             "tflm_like_head_bytes": nm.tflm_like_head, "const_bytes": nm.const_bytes}
 
 
-def verdicts(analysis: Analysis, budget: Budget, accuracy: Accuracy | None) -> tuple[Verdict, ...]:
-    est = analysis.estimates
-    assert est is not None
-    drop = accuracy.drop if accuracy is not None else None
-    if drop is not None:
-        acc_basis = f"measured: top-1 {accuracy.float_top1:.4f} (float) -> {accuracy.top1:.4f} on {accuracy.samples} samples"
-    elif accuracy is not None and accuracy.sqnr_db is not None:
-        acc_basis = f"not evaluated: no labels (output SQNR {accuracy.sqnr_db:.1f} dB vs the float model)"
-    elif accuracy is not None and accuracy.top1 is not None:
-        acc_basis = f"not evaluated: no float reference (top-1 {accuracy.top1:.4f})"
-    else:
-        acc_basis = "not evaluated: no validation data"
-    return (
-        Verdict("model_flash_bytes", budget.model_flash_bytes, est.flash_bytes, est.flash_basis),
-        Verdict("model_ram_bytes", budget.model_ram_bytes, est.ram_bytes, est.ram_basis),
-        Verdict("latency_ms", budget.latency_ms, round(est.latency_ms, 3), est.latency_basis),
-        Verdict("max_accuracy_drop", budget.max_accuracy_drop, drop, acc_basis),
-    )
-
-
 def _read_labels(path: Path | None) -> list[str] | None:
     if path is None:
         return None
@@ -267,7 +105,7 @@ def _read_labels(path: Path | None) -> list[str] | None:
 def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Reporter | None = None) -> BuildResult:
     """Build ``model_path`` for ``target`` into ``opts.out_dir``; see the module docstring."""
     reporter = reporter or NullReporter()
-    scheme, runtime = _choose(target, opts.quantization, opts.runtime)
+    scheme, runtime = choose(target, opts.quantization, opts.runtime)
     project = project_emitter(target, opts.emitter)
     target = for_emitter(target, project)  # the latency tables of the kernels that project compiles
     if opts.calib_samples < 1:
@@ -304,24 +142,14 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
             warnings.append("no candidate fits every budget: the build holds the closest one")
     native = None
     if Runtime(runtime).generates_c:
-        reporter.stage("lowering to native C and planning the arena")
-        native = native_stage(prepared.info, prepared.model, target, base_context(prepared, target),
-                              opts.single_rounding)
-        for note in native.native.fusion_declined:
-            reporter.detail(note)
+        native = plan_native(prepared, target, opts.single_rounding, reporter)
         if native.arm is not None and native.arm.link_error:
             warnings.append(f"the native image does not fit {target.id}: {native.arm.link_error}")
             reporter.warning(warnings[-1])
     else:
-        unsupported = runtime_support(runtime).unsupported(prepared.info.op_names)
-        if unsupported:
-            raise UnsupportedOpError(
-                f"runtime {runtime} of target {target.id} cannot run op(s) {', '.join(unsupported)}",
-                "replace those ops in the model, or choose a target/--runtime that supports them")
-    arena = _arena(prepared, reporter)
-    analysis = analyze_model(prepared.info, target, runtime, arena)
-    if native is not None:
-        analysis = with_native_estimates(analysis, native, prepared.info)
+        check_supported(prepared, target)
+    arena = tflm_arena(prepared, reporter)
+    analysis = analyze_prepared(prepared, target, native, arena)
     if outcome is not None and outcome.measured_ms is None and analysis.estimates is not None:
         from edgeforge.compress.cost import LatencyModel, observed_choices
 
@@ -350,7 +178,6 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     checks = verdicts(analysis, budget, accuracy)
 
     reporter.stage("emitting artifacts")
-    files = emit_files(prepared, target, opts, analysis, labels, native)
     if project == "espidf":
         from edgeforge.bench.esptool_flash import idf_missing
 
@@ -359,45 +186,12 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
             warnings.append(f"{missing}: emitted the ESP-IDF project's sources only (espidf/); build it with "
                             f"`idf.py build` where ESP-IDF is installed, or let `edgeforge flash` do it")
             reporter.warning(warnings[-1])
-    if outcome is not None:
-        files.update(outcome.files)
+    manifest, files = emit(prepared, target, opts, analysis, native, arena, accuracy, checks, warnings, labels,
+                           outcome.files if outcome is not None else None,
+                           outcome.summary if outcome is not None else None, outcome is None or outcome.fits)
+    write_build(opts.out_dir, manifest, files)
     link_error = native.arm.link_error if native is not None and native.arm is not None else None
-    manifest = make_manifest(prepared, target, analysis, accuracy, checks, files, warnings,
-                             fits=verdict_fits(checks, link_error, outcome is None or outcome.fits),
-                             emitter=project if sum(e in PROJECT_EMITTERS for e in target.emit) > 1 else None,
-                             kernels=kernels_of(target, project) if runtime == Runtime.TFLM else None,
-                             espidf=espidf.manifest_entry(target.data, espidf_model_bytes(prepared, analysis, native))
-                             if project == "espidf" else None,
-                             native=native.to_json(arena.total if arena else None) if native is not None else None,
-                             search=outcome.summary if outcome is not None else None)
-    files["manifest.json"] = manifest.dumps()
-    write_tree(opts.out_dir, files)
     return BuildResult(opts.out_dir, manifest, analysis, checks, accuracy, tuple(warnings), link_error)
-
-
-def native_model_flash(native: NativeResult, info: ModelInfo) -> tuple[int, str]:
-    """The model's weights as the native runtime stores them: filters (sparse where smaller) and the
-    other constant tensors (biases). The requantization tables and kernel code are in the linked image,
-    which the linker checks against the board's flash."""
-    from edgeforge.compress.layers import WEIGHT_OPS
-
-    filters = {op.inputs[1] for op in info.ops if op.op in WEIGHT_OPS and len(op.inputs) > 1 and op.inputs[1] >= 0}
-    other = sum(t.nbytes for t in info.tensors if t.is_constant and t.index not in filters)
-    weights = native.to_json(None).get("weights")
-    stored = weights["stored_bytes"] if weights else sum(info.tensors[i].nbytes for i in filters)
-    image = native.arm.flash if native.arm is not None and native.arm.link_error is None else None
-    basis = (f"measured: model weights in the generated C ({stored} B of filters, dense or sparse, + {other} B of "
-             f"biases/constants); all model constants {native.native.const_bytes} B"
-             + (f", linked image {image} B" if image else ""))
-    return stored + other, basis
-
-
-def compression_label(prepared: Prepared) -> str:
-    if prepared.recipe is not None:
-        names = {op: layer_name(prepared.info.ops[op].op, op) for op, _ in prepared.recipe.layers}
-        return f"int8 activations, per-layer weights: {prepared.recipe.summary(names)}"
-    return {"int8": "full-integer int8 (int8 I/O)", "float16": "float16 weights", "dynamic-int8":
-            "dynamic-range int8 weights, float activations", "float32": "float32 (no quantization)"}[prepared.scheme]
 
 
 def evaluate_native(prepared: Prepared, native: NativeResult | None, val: Dataset) -> Accuracy:
@@ -420,102 +214,4 @@ def evaluate_native(prepared: Prepared, native: NativeResult | None, val: Datase
     real = dequantize(raw.reshape(len(raw), -1), out)
     return score(real, prepared.float_model, val, "native (generated C on the host)")
 
-
-def base_context(prepared: Prepared, target: Target) -> dict[str, Any]:
-    return {"version": __version__, "target_id": target.id, "model_name": prepared.source.name,
-            "model_sha256": sha256(prepared.model)}
-
-
-def with_native_estimates(analysis: Analysis, native: NativeResult, info: ModelInfo) -> Analysis:
-    est = analysis.estimates
-    assert est is not None
-    flash, flash_basis = native_model_flash(native, info)
-    ram, ram_basis = native.ram
-    return replace(analysis, estimates=replace(est, flash_bytes=flash, flash_basis=flash_basis, ram_bytes=ram,
-                                               ram_basis=ram_basis))
-
-
-def emit_files(prepared: Prepared, target: Target, opts: BuildOptions, analysis: Analysis,
-               labels: list[str] | None, native: NativeResult | None = None) -> dict[str, bytes]:
-    arena = analysis.arena
-    base: dict[str, Any] = {
-        "version": __version__,
-        "target": {**target.data, "id": target.id, "name": target.name},
-        "model": {"name": prepared.source.name, "sha256": prepared.source.sha256,
-                  "output_sha256": sha256(prepared.model), "bytes": len(prepared.model)},
-        "compression": compression_label(prepared),
-        "arena": {"measured": arena.total if arena else 0, "emitted": arena.emitted if arena else 0,
-                  "margin_percent": round(arena.margin * 100) if arena else 0},
-        "bench": {"runs": 50, "warmup": 5, "threads": int(target.hardware["cores"])},
-        "remote_dir": target.data["flash"].get("remote_dir", "edgeforge"),
-        # where ANDROID.md's adb lines push to, whichever target the bundle was built for
-        "android_dir": target.data["flash"]["remote_dir"] if target.data["flash"]["tool"] == "adb"
-        else "/data/local/tmp/edgeforge",
-    }
-    files: dict[str, bytes] = {"model.tflite": prepared.model}
-    project = project_emitter(target, opts.emitter)
-    if native is not None:
-        files.update({f"native/{k}": v for k, v in native.files.items()})
-        if project == "espidf":
-            ctx = mcu.io_context(base, prepared.info)
-            files.update({f"espidf/{k}": v for k, v in espidf.native_project(
-                ctx, native.files, espidf_model_bytes(prepared, analysis, native), native.native.plan.arena_bytes,
-                mlperf_model_name(prepared.info)).items()})
-    elif "carray" in target.emit or project is not None:
-        ctx = mcu.tflm_context(base, prepared.model, prepared.info, opts.symbol)
-        if "carray" in target.emit:
-            files.update({f"tflm/{k}": v for k, v in mcu.carray(ctx).items()})
-        if project == "platformio" and target.platformio:
-            files.update({f"platformio/{k}": v for k, v in mcu.platformio(ctx).items()})
-        if project == "espidf":
-            files.update({f"espidf/{k}": v for k, v in espidf.tflm_project(ctx).items()})
-    if "bundle" in target.emit:
-        norm = {"mean": opts.input_mean, "std": opts.input_std,
-                "formula": "x_model = (x - mean) / std" if opts.input_mean is not None else
-                "none given at build time: feed inputs as the model was trained"}
-        files.update({f"bundle/{k}": v for k, v in
-                      bundle_emit.bundle(base, prepared.model, prepared.info, labels, norm).items()})
-    return files
-
-
-def make_manifest(prepared: Prepared, target: Target, analysis: Analysis, accuracy: Accuracy | None,
-                  checks: tuple[Verdict, ...], files: dict[str, bytes], warnings: list[str], *, fits: bool,
-                  emitter: str | None = None, kernels: str | None = None, espidf: dict[str, Any] | None = None,
-                  native: dict[str, Any] | None = None, search: dict[str, Any] | None = None) -> Manifest:
-    est = analysis.estimates
-    assert est is not None
-    info = prepared.info
-    return Manifest(
-        edgeforge_version=__version__,
-        input_model=InputModel(model_display(prepared.source), prepared.source.format, prepared.source.sha256),
-        target=TargetRef(target.id, target.name, target.profile_hash, prepared.runtime, emitter, kernels or None),
-        compression=Compression(prepared.scheme, compression_label(prepared), prepared.calibration,
-                                prepared.synthetic_calibration),
-        model=ModelSummary("model.tflite", len(prepared.model), sha256(prepared.model), tuple(info.op_names),
-                           analysis.total_params, analysis.total_macs, analysis.weight_bytes,
-                           analysis.activation_peak_bytes, tuple(TensorSpec.of(t) for t in info.input_tensors()),
-                           tuple(TensorSpec.of(t) for t in info.output_tensors())),
-        estimates=Estimates(est.flash_bytes, est.ram_bytes, round(est.latency_ms, 3)),
-        budgets=checks, fits=fits,
-        artifacts={rel: {"bytes": len(data), "sha256": sha256(data)} for rel, data in sorted(files.items())},
-        warnings=tuple(warnings), arena=analysis.arena.to_json() if analysis.arena else None,
-        accuracy=accuracy.to_json() if accuracy else None, espidf=espidf, native=native, search=search)
-
-
-def espidf_model_bytes(prepared: Prepared, analysis: Analysis, native: NativeResult | None) -> int:
-    """What the model puts in the ESP-IDF app: the flatbuffer (TFLM), or the native runtime's weights."""
-    if native is not None and analysis.estimates is not None:
-        return int(analysis.estimates.flash_bytes)
-    return len(prepared.model)
-
-
-def mlperf_model_name(info: ModelInfo) -> str:
-    """The `profile` model string MLPerf Tiny hosts pick their dataset by (the bench firmware reports it)."""
-    from edgeforge.bench.firmware import _mlperf_name
-
-    return _mlperf_name(info.input_tensors()[0].shape)
-
-
-def model_display(source: SourceModel) -> str:
-    return source.path.name
 

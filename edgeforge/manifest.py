@@ -10,8 +10,8 @@ JSON objects. The JSON is canonical: sorted keys, two-space indent, one trailing
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

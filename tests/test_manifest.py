@@ -122,7 +122,7 @@ def test_a_link_error_or_a_failed_search_makes_the_build_not_fit() -> None:
 
 
 def test_the_compression_label_comes_from_the_typed_recipe(tiny: Path) -> None:
-    from edgeforge.build import compression_label, prepare
+    from edgeforge.stages import compression_label, prepare
     from edgeforge.compress.recipe import LayerChoice, Recipe
     from edgeforge.events import NullReporter
     from edgeforge.target import load_registry

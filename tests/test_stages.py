@@ -1,0 +1,41 @@
+"""The build's stages called on their own: the back half (plan -> emit -> compile -> manifest) for an int8
+model in memory is what ``build --measure`` candidates and ``calibrate`` probes use instead of writing a
+temporary .tflite and running the whole build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import FIXTURES
+from edgeforge.manifest import read_manifest
+from edgeforge.target import load_registry
+
+
+def test_build_int8_writes_the_same_native_build_as_the_whole_pipeline(tmp_path: Path) -> None:
+    from edgeforge.build import BuildOptions, build
+    from edgeforge.stages import build_int8
+
+    target = load_registry().get("cortex-m4")
+    model = (FIXTURES / "tiny_int8.tflite").read_bytes()
+    whole = build(FIXTURES / "tiny_int8.tflite", target, BuildOptions(out_dir=tmp_path / "whole", runtime="native"))
+    manifest = build_int8(model, "tiny_int8", target, "native", tmp_path / "part")
+    assert manifest == read_manifest(tmp_path / "part")
+    native = sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole" / "native").rglob("*") if p.is_file())
+    assert native and native == sorted(p.relative_to(tmp_path / "part") for p in (tmp_path / "part" / "native").rglob("*")
+                                       if p.is_file())
+    for rel in native:
+        assert (tmp_path / "whole" / rel).read_bytes() == (tmp_path / "part" / rel).read_bytes(), rel
+    assert manifest.model == whole.manifest.model and manifest.target == whole.manifest.target
+    assert manifest.estimates == whole.manifest.estimates and manifest.fits == whole.fits
+    # no conversion, search, evaluation or TFLM arena measurement: only what the bench reads
+    assert manifest.accuracy is None and manifest.search is None and manifest.arena is None
+    assert not (tmp_path / "part" / "tiny_int8.tflite").exists()
+
+
+def test_build_int8_for_an_interpreter_runtime_checks_its_ops(tmp_path: Path) -> None:
+    from edgeforge.stages import build_int8
+
+    target = load_registry().get("cortex-m4")
+    manifest = build_int8((FIXTURES / "tiny_int8.tflite").read_bytes(), "probe", target, "tflm", tmp_path / "b")
+    assert manifest.target.runtime == "tflm" and manifest.arena is not None and manifest.native is None
+    assert manifest.input_model.path == "probe.tflite"
