@@ -151,7 +151,7 @@ def build(model_path: Path, target: Target, opts: BuildOptions, reporter: Report
     arena = tflm_arena(prepared, reporter)
     analysis = analyze_prepared(prepared, target, native, arena)
     if outcome is not None and outcome.measured_ms is None and analysis.estimates is not None:
-        from edgeforge.compress.cost import LatencyModel, observed_choices
+        from edgeforge.cost.latency import LatencyModel, observed_choices
 
         est = analysis.estimates  # count the compressed layers' int4 and sparsity, as the search did
         ms = float(LatencyModel.for_target(target, runtime).estimate_ms(prepared.info,

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeforge.compress.cost import FEATURES, MAC_KINDS, LatencyModel, OpTable, observed_choices
+from edgeforge.cost.latency import FEATURES, MAC_KINDS, LatencyModel, OpTable, observed_choices
 from edgeforge.compress.measure import QEMU_INSTRUCTIONS_PER_TICK, BoardArgs, resolve_board
 from edgeforge.compress.probes import QUICK, probe_model, probe_set
 from edgeforge.device.transport import DeviceError

@@ -31,7 +31,7 @@ def maybe_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val: 
     returns the outcome and what the build continues from."""
     from edgeforge import stages as pipeline
     from edgeforge.compress import driver
-    from edgeforge.compress.costs import NO_COST_MODEL, LatencyEstimator
+    from edgeforge.cost.candidate import NO_COST_MODEL, LatencyEstimator
 
     runtime = prepared.runtime
     if runtime == Runtime.LITERT:
