@@ -53,7 +53,7 @@ class BuildResult:
 
     @property
     def missed(self) -> list[Verdict]:
-        return [v for v in self.verdicts if v.fits is False]
+        return self.manifest.missed
 
 
 def analyze(model_path: Path, target: Target | None, data: Path | None = None,
