@@ -46,6 +46,45 @@ def mutual_imports(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
                    if a in edges.get(b, ()) and not (a.startswith(b + ".") or b.startswith(a + "."))})
 
 
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Groups of modules that reach each other through imports (strongly connected components of more than one
+    module). A module's import of a package it lives in (``from edgeforge import __version__``) is not counted."""
+    graph = {m: {t for t in ts if not m.startswith(t + ".")} for m, ts in edges.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan; the graph is small, so recursion depth is not a concern
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def test_no_import_cycles_of_any_length() -> None:
+    found = cycles(import_graph(PACKAGE))
+    assert not found, "modules that reach each other through imports: " + "; ".join(" -> ".join(g) for g in found)
+
+
 def test_no_two_modules_import_each_other() -> None:
     pairs = mutual_imports(import_graph(PACKAGE))
     assert not pairs, "modules that import each other: " + "; ".join(f"{a} <-> {b}" for a, b in pairs)
@@ -62,3 +101,9 @@ def test_the_check_sees_deferred_relative_and_type_checking_imports(tmp_path: Pa
     edges = import_graph(pkg)
     assert edges["pkg.a"] == {"pkg.sub", "pkg.sub.b"} and edges["pkg.sub.b"] == {"pkg", "pkg.a"}
     assert mutual_imports(edges) == [("pkg.a", "pkg.sub.b")]
+    assert cycles(edges) == [["pkg.a", "pkg.sub.b"]]
+    (pkg / "a.py").write_text("from pkg import c\n")  # a -> c -> sub.b -> a: no pair, still a cycle
+    (pkg / "c.py").write_text("import pkg.sub.b\n")
+    (pkg / "sub" / "b.py").write_text("from pkg import a\n")
+    edges = import_graph(pkg)
+    assert mutual_imports(edges) == [] and cycles(edges) == [["pkg.a", "pkg.c", "pkg.sub.b"]]
