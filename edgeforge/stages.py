@@ -1,9 +1,10 @@
 """The build's stages as functions with typed inputs and outputs, in pipeline order:
 
-load + quantize (:func:`prepare`, or :func:`passthrough` for an int8 model in memory) -> analyze
-(:func:`tflm_arena`, :func:`analyze_prepared`) -> [compress: ``edgeforge.compress.stage``] -> plan, emit C and
-compile the native runtime (:func:`plan_native`) -> budget verdicts (:func:`verdicts`) -> emit files and the
-manifest (:func:`emit`) -> write (:func:`write_build`).
+load (:func:`load`) -> quantize (:func:`quantize`; the two: :func:`prepare`; an int8 model already in memory:
+:func:`passthrough`) -> analyze (:func:`tflm_arena`, :func:`analyze_prepared`) -> [compress:
+``edgeforge.compress.stage``] -> plan, emit C and compile the native runtime (:func:`plan_native`, over
+``edgeforge.native.stage``) -> budget verdicts (:func:`verdicts`) -> emit the files and the manifest
+(:func:`emit`) -> write (:func:`write_build`).
 
 ``edgeforge.build.build`` composes all of them; :func:`build_int8` composes the back half for a model that needs
 no conversion, search or evaluation (``build --measure`` candidates, ``calibrate`` probes). Nothing here imports
@@ -102,18 +103,35 @@ def _is_float_tflite(info: ModelInfo) -> bool:
         t.is_constant and t.dtype in ("int8", "int4") for t in info.tensors)
 
 
-def prepare(model_path: Path, target: Target, scheme: str, runtime: str, data: Path | None,
-            data_quant: InputQuant | None, calib_samples: int, reporter: Reporter) -> tuple[Prepared, Dataset | None]:
-    """Load the model, read the calibration data, convert; returns the converted model and the data."""
-    warnings: list[str] = []
+@dataclass
+class Loaded:
+    """The load stage's result: the user's model, its one input and the data read for it. A Keras or SavedModel
+    source keeps its TensorFlow graph open for the conversions: use it as a context manager."""
+
+    source: SourceModel
+    graph: conv.TFGraph | None
+    sample_shape: tuple[int, ...]
+    data_dtype: str
+    data: Dataset | None
+
+    def __enter__(self) -> Loaded:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.graph is not None:
+            self.graph.close()
+            self.graph = None
+
+
+def load(model_path: Path, data: Path | None, data_quant: InputQuant | None, reporter: Reporter) -> Loaded:
+    """Load the model (single input), and read ``data`` for it when given."""
     reporter.stage("loading model")
     source = load_model(model_path)
     graph = None
     try:
         if source.tflite is not None:
             assert source.info is not None
-            ins = source.info.input_tensors()
-            shapes = [(t.shape, t.dtype) for t in ins]
+            shapes = [(t.shape, t.dtype) for t in source.info.input_tensors()]
         else:
             graph = conv.TFGraph(source)
             shapes = [(s.shape, s.dtype) for s in graph.inputs]
@@ -121,55 +139,68 @@ def prepare(model_path: Path, target: Target, scheme: str, runtime: str, data: P
             raise ModelError(f"the model has {len(shapes)} inputs; edgeforge builds single-input models",
                              "wrap the model so that it takes one input tensor")
         shape, dtype = shapes[0]
-        sample_shape = _sample_shape(shape)
-        already_int8 = source.info is not None and source.info.is_int8
-        data_dtype = dtype
         ds = None
         if data is not None:
             reporter.stage("reading data")
-            ds = load_dataset(data, sample_shape, np.dtype(dtype), data_quant)
-        if already_int8:
-            if scheme != "int8":
-                raise ModelError(f"{source.path.name} is already an int8 model; it cannot become {scheme}",
-                                 "pass the float model, or build with --quantization int8")
-            prepared_model, calibration = source.tflite, "not needed: the source is already int8 (passed through)"
-            synthetic_calibration = False
-        else:
-            calib = None
-            synthetic_calibration = False
-            if scheme == "int8":
-                if ds is not None:
-                    subset = ds.head(calib_samples)
-                    calib = float_view(subset)
-                    calibration = f"data: {subset.source} ({len(subset)} samples)"
-                else:
-                    calib = synthetic(sample_shape, SYNTHETIC_SAMPLES)
-                    calibration = f"synthetic: {SYNTHETIC_SAMPLES} samples of normal(0, 1), seed 0"
-                    synthetic_calibration = True
-                    # Still worth an output SQNR against the float model: it catches broken conversions.
-                    ds = Dataset(calib, None, "synthetic normal(0, 1) inputs (no data given)")
-                    warnings.append("NO CALIBRATION DATA: int8 ranges come from synthetic normal(0,1) inputs and "
-                                    "accuracy may suffer badly; pass --data with real inputs (recorded in the manifest)")
-                    for w in warnings:
-                        reporter.warning(w)
-            else:
-                calibration = f"not needed for {scheme}"
-            reporter.stage(f"converting to {scheme}" + (" and calibrating" if calib is not None else ""))
-            prepared_model = conv.convert(source, scheme, calib, graph)
-        assert prepared_model is not None
-        float_model = None
-        if graph is not None:
-            reporter.stage("converting the float reference")
-            fb = conv.convert(source, "float32", None, graph)
-            float_model = (fb, read_tflite(fb))
-        elif source.info is not None and _is_float_tflite(source.info):
-            float_model = (source.tflite, source.info)
-    finally:
+            ds = load_dataset(data, _sample_shape(shape), np.dtype(dtype), data_quant)
+    except BaseException:
         if graph is not None:
             graph.close()
+        raise
+    return Loaded(source, graph, _sample_shape(shape), dtype, ds)
+
+
+def quantize(loaded: Loaded, scheme: str, runtime: str, calib_samples: int,
+             reporter: Reporter) -> tuple[Prepared, Dataset | None]:
+    """Convert the loaded model to ``scheme`` (int8: calibrated on the data, or on synthetic inputs, said loudly),
+    with its float reference when there is one; returns the converted model and the data (synthetic when none)."""
+    source, graph, ds, sample_shape = loaded.source, loaded.graph, loaded.data, loaded.sample_shape
+    warnings: list[str] = []
+    synthetic_calibration = False
+    if source.info is not None and source.info.is_int8:
+        if scheme != "int8":
+            raise ModelError(f"{source.path.name} is already an int8 model; it cannot become {scheme}",
+                             "pass the float model, or build with --quantization int8")
+        prepared_model, calibration = source.tflite, "not needed: the source is already int8 (passed through)"
+    else:
+        calib = None
+        if scheme == "int8":
+            if ds is not None:
+                subset = ds.head(calib_samples)
+                calib = float_view(subset)
+                calibration = f"data: {subset.source} ({len(subset)} samples)"
+            else:
+                calib = synthetic(sample_shape, SYNTHETIC_SAMPLES)
+                calibration = f"synthetic: {SYNTHETIC_SAMPLES} samples of normal(0, 1), seed 0"
+                synthetic_calibration = True
+                # Still worth an output SQNR against the float model: it catches broken conversions.
+                ds = Dataset(calib, None, "synthetic normal(0, 1) inputs (no data given)")
+                warnings.append("NO CALIBRATION DATA: int8 ranges come from synthetic normal(0,1) inputs and "
+                                "accuracy may suffer badly; pass --data with real inputs (recorded in the manifest)")
+                for w in warnings:
+                    reporter.warning(w)
+        else:
+            calibration = f"not needed for {scheme}"
+        reporter.stage(f"converting to {scheme}" + (" and calibrating" if calib is not None else ""))
+        prepared_model = conv.convert(source, scheme, calib, graph)
+    assert prepared_model is not None
+    float_model = None
+    if graph is not None:
+        reporter.stage("converting the float reference")
+        fb = conv.convert(source, "float32", None, graph)
+        float_model = (fb, read_tflite(fb))
+    elif source.info is not None and _is_float_tflite(source.info):
+        float_model = (source.tflite, source.info)
     info = read_tflite(prepared_model, "the converted model")
     return Prepared(source, scheme, runtime, prepared_model, info, float_model, calibration, sample_shape,
-                    data_dtype, tuple(warnings), synthetic_calibration=synthetic_calibration), ds
+                    loaded.data_dtype, tuple(warnings), synthetic_calibration=synthetic_calibration), ds
+
+
+def prepare(model_path: Path, target: Target, scheme: str, runtime: str, data: Path | None,
+            data_quant: InputQuant | None, calib_samples: int, reporter: Reporter) -> tuple[Prepared, Dataset | None]:
+    """Load, read the calibration data and quantize: :func:`load` then :func:`quantize`."""
+    with load(model_path, data, data_quant, reporter) as loaded:
+        return quantize(loaded, scheme, runtime, calib_samples, reporter)
 
 
 def tflm_arena(prepared: Prepared, reporter: Reporter) -> ArenaMeasurement | None:

@@ -39,3 +39,23 @@ def test_build_int8_for_an_interpreter_runtime_checks_its_ops(tmp_path: Path) ->
     manifest = build_int8((FIXTURES / "tiny_int8.tflite").read_bytes(), "probe", target, "tflm", tmp_path / "b")
     assert manifest.target.runtime == "tflm" and manifest.arena is not None and manifest.native is None
     assert manifest.input_model.path == "probe.tflite"
+
+
+def test_load_once_quantize_twice_and_the_graph_is_closed(tmp_path: Path) -> None:
+    import keras
+
+    from edgeforge.events import NullReporter
+    from edgeforge.stages import load, quantize
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3), keras.layers.Flatten(),
+                              keras.layers.Dense(10)])
+    model.save(tmp_path / "m.keras")
+    with load(tmp_path / "m.keras", None, None, NullReporter()) as loaded:
+        assert loaded.graph is not None and loaded.sample_shape == (8, 8, 1) and loaded.data is None
+        int8, ds = quantize(loaded, "int8", "tflm", 10, NullReporter())
+        f16, _ = quantize(loaded, "float16", "litert", 10, NullReporter())
+    assert loaded.graph is None  # the SavedModel scratch folder is gone with the context
+    assert int8.info.is_int8 and int8.synthetic_calibration and ds is not None and len(ds) == 100
+    assert not f16.synthetic_calibration and f16.calibration == "not needed for float16"
+    assert int8.float_model is not None and int8.float_model[0] == f16.float_model[0]
