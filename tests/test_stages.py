@@ -59,3 +59,27 @@ def test_load_once_quantize_twice_and_the_graph_is_closed(tmp_path: Path) -> Non
     assert int8.info.is_int8 and int8.synthetic_calibration and ds is not None and len(ds) == 100
     assert not f16.synthetic_calibration and f16.calibration == "not needed for float16"
     assert int8.float_model is not None and int8.float_model[0] == f16.float_model[0]
+
+
+def test_the_litert_scheme_search_converts_one_loaded_model_to_every_scheme(cli, tmp_path: Path,
+                                                                           monkeypatch) -> None:
+    """rpi4 --search always: int8, float16 and dynamic-range int8 candidates from one load of the Keras model."""
+    import json
+
+    import keras
+
+    from edgeforge import stages
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3), keras.layers.Flatten(),
+                              keras.layers.Dense(10)])
+    model.save(tmp_path / "m.keras")
+    loads = []
+    real_load = stages.load
+    monkeypatch.setattr(stages, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
+    r = cli("build", tmp_path / "m.keras", "--target", "rpi4", "--search", "always", "--out", tmp_path / "o", "--json")
+    assert r.code == 0, r.err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert {"int8", "float16", "dynamic-int8"} <= {c["name"] for c in report["candidates"]}
+    assert json.loads(r.out)["compression"]["scheme"] in {c["name"] for c in report["candidates"]}
+    assert len(loads) == 2  # the build's own load, then one for all the other schemes

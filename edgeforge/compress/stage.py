@@ -122,15 +122,16 @@ def scheme_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val:
     if not searched:
         return None, prepared
     variants: dict[str, Prepared] = {prepared.scheme: prepared}
-    for scheme in target.quantization:
-        if scheme in variants:
-            continue
-        reporter.stage(f"converting to {scheme}")
-        try:
-            variants[scheme], _ = pipeline.prepare(model_path, target, scheme, prepared.runtime, opts.data, opts.data_quant,
-                                          opts.calib_samples, NullReporter())
-        except ModelError as exc:  # e.g. an int8 source cannot become float16
-            reporter.detail(f"{scheme}: {exc.message}")
+    with pipeline.load(model_path, opts.data, opts.data_quant, NullReporter()) as loaded:  # once for every scheme
+        for scheme in target.quantization:
+            if scheme in variants:
+                continue
+            reporter.stage(f"converting to {scheme}")
+            try:
+                variants[scheme], _ = pipeline.quantize(loaded, scheme, prepared.runtime, opts.calib_samples,
+                                                        NullReporter())
+            except ModelError as exc:  # e.g. an int8 source cannot become float16
+                reporter.detail(f"{scheme}: {exc.message}")
     if val is None:
         val = Dataset(synthetic(prepared.sample_shape, pipeline.SYNTHETIC_SAMPLES), None,
                       f"synthetic: {pipeline.SYNTHETIC_SAMPLES} samples of normal(0, 1), seed 0")
