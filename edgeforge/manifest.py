@@ -177,6 +177,8 @@ def verdict_fits(budgets: Iterable[Verdict], link_error: str | None, search_foun
 
 @dataclass(frozen=True)
 class Manifest:
+    """One build, as ``edgeforge build`` wrote it (:meth:`dumps`) and every reader gets it (:func:`read_manifest`)."""
+
     edgeforge_version: str
     input_model: InputModel
     target: TargetRef
