@@ -88,7 +88,7 @@ def estimate(info: ModelInfo, target: Target, runtime: str, arena: ArenaMeasurem
         ram, ram_basis = peak, "activation lower bound (arena not measurable)"
     else:
         ram, ram_basis = peak, "estimated: peak live activations (LiteRT plans its arena at run time)"
-    from edgeforge.compress.cost import LatencyModel
+    from edgeforge.cost.latency import LatencyModel
 
     perf = target.data["perf"]
     model = LatencyModel.for_target(target, runtime)

@@ -7,7 +7,6 @@ model's output dtype, as one array [N, ...]."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -16,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeforge.data import load_dataset, model_view
-from edgeforge.errors import ModelError, UsageError
+from edgeforge.errors import ModelError
+from edgeforge.manifest import Manifest, read_manifest
 from edgeforge.hostrun import run_batch
 from edgeforge.model.tflite import ModelInfo, read_tflite
 from edgeforge.runtimes import Runtime
@@ -29,15 +29,11 @@ class RunResult:
     samples: int
 
 
-def read_build(build_dir: Path) -> tuple[dict, bytes, ModelInfo]:
-    manifest_path = build_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise UsageError(f"{build_dir} is not an edgeforge build folder (no manifest.json)",
-                         "pass the --out folder of `edgeforge build`")
+def read_build(build_dir: Path) -> tuple[Manifest, bytes, ModelInfo]:
+    manifest = read_manifest(build_dir)  # usage error (exit 2): no build folder, damaged or too-new manifest
     try:
-        manifest = json.loads(manifest_path.read_text())
-        model = (build_dir / manifest["model"]["path"]).read_bytes()
-    except (OSError, ValueError, KeyError) as exc:
+        model = (build_dir / manifest.model.path).read_bytes()
+    except OSError as exc:
         raise ModelError(f"the build in {build_dir} is incomplete or damaged ({exc})", "rebuild it") from None
     return manifest, model, read_tflite(model, "the build's model.tflite")
 
@@ -59,7 +55,7 @@ def run_native(native_dir: Path, x: np.ndarray, out_shape: tuple[int, ...], out_
 
 def run_build(build_dir: Path, input_path: Path) -> RunResult:
     manifest, model, info = read_build(build_dir)
-    runtime = manifest["target"]["runtime"]
+    runtime = manifest.target.runtime
     inp, out = info.input_tensors()[0], info.output_tensors()[0]
     sample = inp.shape[1:] if len(inp.shape) > 1 and inp.shape[0] == 1 else inp.shape
     ds = load_dataset(input_path, tuple(sample), np.dtype(inp.dtype))

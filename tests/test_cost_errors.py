@@ -18,7 +18,7 @@ def _failing(exc: Exception):  # type: ignore[no-untyped-def]
 
 def test_a_cost_model_bug_is_an_internal_error(cli, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgeforge.compress import costs
+    from edgeforge.cost import candidate as costs
 
     monkeypatch.setattr(costs.LatencyEstimator, "__init__", _failing(ZeroDivisionError("a bug")))
     r = cli("build", FIXTURES / "tiny_int8.tflite", "--target", "cortex-m4", "--out", tmp_path / "o")
@@ -28,7 +28,7 @@ def test_a_cost_model_bug_is_an_internal_error(cli, tmp_path: Path,  # type: ign
 
 def test_a_profile_without_cost_data_still_builds(cli, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgeforge.compress import costs
+    from edgeforge.cost import candidate as costs
 
     monkeypatch.setattr(costs.LatencyEstimator, "__init__", _failing(KeyError("perf")))
     r = cli("build", FIXTURES / "tiny_int8.tflite", "--target", "cortex-m4", "--out", tmp_path / "o")

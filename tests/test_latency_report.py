@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from edgeforge.cli.render import ms_text
-from edgeforge.compress.cost import LatencyModel
+from edgeforge.cost.latency import LatencyModel
 from edgeforge.model.tflite import read_tflite
 from edgeforge.target import load_registry
 

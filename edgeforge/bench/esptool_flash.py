@@ -10,11 +10,13 @@ import shutil
 import subprocess
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from edgeforge.device.transport import DeviceError
 from edgeforge.errors import ToolMissingError
+from edgeforge.manifest import Manifest
 from edgeforge.runtimes import Runtime
 
 IDF_TIMEOUT_S = 1800  # a first ESP-IDF build fetches components and compiles all of IDF
@@ -49,7 +51,7 @@ def esptool_available() -> bool:
     return True
 
 
-def esptool_args(espidf: dict[str, Any], project: Path, port: str | None) -> list[str]:
+def esptool_args(espidf: Mapping[str, Any], project: Path, port: str | None) -> list[str]:
     """esptool's arguments (after the program name) that write the build's images."""
     args = ["--chip", espidf["chip"]]
     if port:
@@ -102,9 +104,10 @@ def _run(cmd: list[str], timeout: int, what: str, hint: str) -> None:
         raise DeviceError(f"{what} failed: {(proc.stderr or proc.stdout).strip()[-400:]}", hint)
 
 
-def flash_espidf(build_dir: Path, manifest: dict[str, Any], port: str | None, dry_run: bool) -> dict[str, Any]:
+def flash_espidf(build_dir: Path, manifest: Manifest, port: str | None, dry_run: bool) -> dict[str, Any]:
     """Build (if needed) and write an ESP-IDF build; with ``dry_run`` only return the commands."""
-    espidf = manifest["espidf"]
+    espidf = manifest.espidf
+    assert espidf is not None, "flash_espidf is for builds whose manifest has an espidf section"
     project = build_dir / espidf["project"]
     missing = [i["path"] for i in espidf["images"] if not (project / i["path"]).is_file()]
     commands: list[list[str]] = []
@@ -116,7 +119,7 @@ def flash_espidf(build_dir: Path, manifest: dict[str, Any], port: str | None, dr
         if idf is None:
             notes.append(f"{idf_missing()}: the idf.py step needs it")
         # native builds are flashed to be benchmarked: the bench firmware (the project's EDGEFORGE_BENCH option)
-        bench = ["-DEDGEFORGE_BENCH=1"] if manifest["target"]["runtime"] == Runtime.NATIVE else []
+        bench = ["-DEDGEFORGE_BENCH=1"] if manifest.target.runtime == Runtime.NATIVE else []
         commands.append([idf or "idf.py", "-C", str(project), *bench, "build"])
     commands.append([*esptool_program(), *esptool_args(espidf, project, port)])
     if not dry_run:
@@ -130,7 +133,7 @@ def flash_espidf(build_dir: Path, manifest: dict[str, Any], port: str | None, dr
              "fails, hold BOOT while pressing EN")
         record = {"port": port, "chip": espidf["chip"], "images": espidf["images"], "commands": commands}
         (build_dir / "flash.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    summary = (f"{manifest['target']['id']}: {'dry run' if dry_run else 'flashed'} with esptool ({espidf['chip']}, "
+    summary = (f"{manifest.target.id}: {'dry run' if dry_run else 'flashed'} with esptool ({espidf['chip']}, "
                f"{espidf['flash_mode']} {espidf['flash_freq']} {espidf['flash_size']}: "
                + ", ".join(f"{i['path'].rsplit('/', 1)[-1]} at {i['offset']}" for i in espidf["images"]) + ")")
     return {"commands": commands, "summary": "; ".join([summary, *notes]), "images": espidf["images"]}

@@ -7,10 +7,12 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from edgeforge.device.transport import DeviceError
 from edgeforge.errors import ToolMissingError, UsageError
+from edgeforge.manifest import Manifest
 from edgeforge.native.toolchain import INSTALL_ARM, arm_available
 from edgeforge.output import scratch_prefix
 from edgeforge.resources import data_dir
@@ -19,9 +21,8 @@ from edgeforge.runtimes import Runtime
 IMAGES = {"host-sim": "ef_bench_host", "qemu-cortex-m4": "ef_bench_an386.elf"}
 
 
-def _mlperf_name(manifest: dict) -> str:
-    """The `profile` model string MLPerf hosts pick their dataset by, for the reference models' inputs."""
-    shape = manifest["model"]["inputs"][0]["shape"]
+def _mlperf_name(shape: Sequence[int]) -> str:
+    """The `profile` model string MLPerf hosts pick their dataset by, for the reference models' input shapes."""
     known = {(1, 49, 10, 1): "kws01", (1, 32, 32, 3): "ic01", (1, 96, 96, 3): "vww01", (1, 640): "ad01"}
     return known.get(tuple(shape), "unknown")
 
@@ -35,10 +36,10 @@ def _plain_tmp() -> str:
     return tmp if _PLAIN_PATH.match(tmp) else "/tmp"
 
 
-def build_image(build_dir: Path, board: str, manifest: dict, target_hw: dict) -> Path:
+def build_image(build_dir: Path, board: str, manifest: Manifest, target_hw: dict) -> Path:
     """Compile the bench firmware for ``board`` into ``build_dir/firmware/``; returns the image path."""
     native = build_dir / "native"
-    if manifest["target"]["runtime"] != Runtime.NATIVE or not (native / "ef_model.c").is_file():
+    if manifest.target.runtime != Runtime.NATIVE or not (native / "ef_model.c").is_file():
         raise UsageError(f"{build_dir} is not a native build: the emulated boards run edgeforge's native runtime",
                          "rebuild with --runtime native (or flash a real board with --port)")
     if board == "qemu-cortex-m4" and not arm_available():
@@ -58,7 +59,7 @@ def build_image(build_dir: Path, board: str, manifest: dict, target_hw: dict) ->
             (stage / name).symlink_to(path.resolve(), target_is_directory=True)
         cmd = ["make", "-s", "-f", str(stage / "bench" / "Makefile"), goal, f"NATIVE={stage / 'native'}",
                f"OUT={stage / 'out'}", f"FLASH_BYTES={int(target_hw['flash_bytes'])}",
-               f"RAM_BYTES={int(target_hw['ram_bytes'])}", f"MODEL_NAME={_mlperf_name(manifest)}"]
+               f"RAM_BYTES={int(target_hw['ram_bytes'])}", f"MODEL_NAME={_mlperf_name(manifest.model.inputs[0].shape)}"]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=stage)
     image = out / IMAGES[board]
     if proc.returncode != 0 or not image.is_file():

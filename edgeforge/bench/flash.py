@@ -70,8 +70,8 @@ def _tool(name: str) -> str | None:
 
 def flash_build(build_dir: Path, board: str | None, port: str | None, dry_run: bool = False) -> dict[str, Any]:
     manifest, _, _ = read_build(build_dir)
-    target = load_registry().get(manifest["target"]["id"])
-    if board is None and "espidf" in manifest:  # an ESP-IDF project: idf.py builds it, esptool writes it
+    target = load_registry().get(manifest.target.id)
+    if board is None and manifest.espidf is not None:  # an ESP-IDF project: idf.py builds it, esptool writes it
         _check_serial_port(port)
         from edgeforge.bench.esptool_flash import flash_espidf
 

@@ -21,6 +21,7 @@ from edgeforge.device.boards import BOARDS, RunningBoard, host_sim, process_boar
 from edgeforge.device.transport import DeviceError, SerialTransport
 from edgeforge.errors import UsageError
 from edgeforge.events import NullReporter, Reporter
+from edgeforge.manifest import Manifest
 from edgeforge.run import read_build, run_native
 from edgeforge.target import load_registry
 from edgeforge.runtimes import Runtime
@@ -34,14 +35,13 @@ class BenchOutcome:
 
 
 @contextlib.contextmanager
-def open_board(build_dir: Path, board: str | None, port: str | None, manifest: dict,
-               hw: dict) -> Iterator[RunningBoard]:
+def open_board(build_dir: Path, board: str | None, port: str | None, manifest: Manifest,
+               hw: dict, remote_dir: str = "edgeforge") -> Iterator[RunningBoard]:
     if port and not port.startswith("ssh://"):
         yield RunningBoard(port, False, f"board on {port}")
         return
     if port and port.startswith("ssh://"):
-        remote = manifest.get("_remote_dir", "edgeforge")
-        cmd = ssh_command(port, "python3", f"{remote}/run_model.py", "--serve")
+        cmd = ssh_command(port, "python3", f"{remote_dir}/run_model.py", "--serve")
         with process_board(cmd, f"{port} (bundle runner over ssh)") as running:
             yield running
         return
@@ -113,26 +113,26 @@ def bench_build(build_dir: Path, board: str | None, port: str | None, runs: int,
                 baud: int | None = None) -> BenchOutcome:
     reporter = reporter or NullReporter()
     manifest, model, info = read_build(build_dir)
-    target = load_registry().get(manifest["target"]["id"])
+    target = load_registry().get(manifest.target.id)
     x = _inputs(input_path, info, count)
     out = info.output_tensors()[0]
     out_sample = out.shape[1:] if len(out.shape) > 1 and out.shape[0] == 1 else out.shape
-    if manifest["target"]["runtime"] == Runtime.NATIVE:
+    if manifest.target.runtime == Runtime.NATIVE:
         expected = run_native(build_dir / "native", x.reshape((len(x), *info.input_tensors()[0].shape)),
                               tuple(out_sample), out.dtype)
     else:
         from edgeforge.hostrun import run_batch
 
-        expected = run_batch(model, manifest["target"]["runtime"], x.reshape((len(x), *info.input_tensors()[0].shape)))
-    expected_latency = manifest.get("estimates", {}).get("latency_ms", 100.0) / 1000
+        expected = run_batch(model, manifest.target.runtime, x.reshape((len(x), *info.input_tensors()[0].shape)))
+    expected_latency = manifest.estimates.latency_ms / 1000
     reporter.stage(f"benchmarking {len(x)} input(s) on {board or port}")
-    manifest = {**manifest, "_remote_dir": target.data["flash"].get("remote_dir", "edgeforge")}
-    with open_board(build_dir, board, port, manifest, target.hardware) as running:
+    with open_board(build_dir, board, port, manifest, target.hardware,
+                    target.data["flash"].get("remote_dir", "edgeforge")) as running:
         transport = SerialTransport(running.url, baud or int(target.data.get("serial", {}).get("baud", 115200)))
         try:
             client = DutClient(transport)
             _connect(client)
-            identity = _identify(client, manifest["model"]["sha256"], build_dir)
+            identity = _identify(client, manifest.model.sha256, build_dir)
             report = run_session(client, transport, x, expected, runs, warmup, expected_latency,
                                  on_retry=reporter.warning, progress=reporter.progress)
             if not report.all_match and "ef-dump" in identity.get("ext", ""):
@@ -144,7 +144,7 @@ def bench_build(build_dir: Path, board: str | None, port: str | None, runs: int,
         finally:
             transport.close()
     agreement = output_agreement(report, expected, out)
-    exact = manifest["target"]["runtime"] == Runtime.NATIVE
+    exact = manifest.target.runtime == Runtime.NATIVE
     return _outcome(build_dir, manifest, target, running, report, runs, warmup, agreement, exact)
 
 
@@ -199,7 +199,7 @@ def _host_dump(build_dir: Path, x: np.ndarray, k: int) -> bytes | None:
                                  if ln.startswith("m-ef-dump-[")))
 
 
-def _outcome(build_dir: Path, manifest: dict, target: Any, running: RunningBoard, report: BenchReport, runs: int,
+def _outcome(build_dir: Path, manifest: Manifest, target: Any, running: RunningBoard, report: BenchReport, runs: int,
              warmup: int, agreement: dict[str, float], exact: bool) -> BenchOutcome:
     budget = target.budget
     checks = []
@@ -207,7 +207,7 @@ def _outcome(build_dir: Path, manifest: dict, target: Any, running: RunningBoard
         instructions = report.median_ms * 1e6  # -icount shift=0: 1 instruction per virtual ns
         latency = {"median_ms": None, "p90_ms": None, "emulated": True,
                    "instructions_median": round(instructions),
-                   "instructions_per_mac": round(instructions / max(manifest["model"]["macs"], 1), 3)}
+                   "instructions_per_mac": round(instructions / max(manifest.model.macs, 1), 3)}
     else:
         latency = {"median_ms": round(report.median_ms, 4), "p90_ms": round(report.p90_ms, 4), "emulated": False}
         if not running.description.startswith("host-sim"):
@@ -234,12 +234,12 @@ def _outcome(build_dir: Path, manifest: dict, target: Any, running: RunningBoard
                     "mismatches": [s.index for s in report.samples if not s.matches_host],
                     "first_divergence": report.first_divergence},
         "budgets": checks,
-        "model_sha256": manifest["model"]["sha256"],
+        "model_sha256": manifest.model.sha256,
     }
     doc["outputs"]["accepted"] = report.all_match if exact else (
         agreement["top1_agreement"] == 1.0 and agreement["cosine_min"] >= 0.99)
     (build_dir / "bench.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    history = build_dir.parent / "bench-history" / f"{manifest['target']['id']}.jsonl"
+    history = build_dir.parent / "bench-history" / f"{manifest.target.id}.jsonl"
     history.parent.mkdir(exist_ok=True)
     with history.open("a") as f:
         f.write(json.dumps({"build": str(build_dir), "model_sha256": doc["model_sha256"], "board": doc["board"],

@@ -334,13 +334,13 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
     m = result.manifest
     code = ExitCode.OK if result.fits else ExitCode.BUDGET
     if c.json:
-        c.out(json.dumps({**m, "out_dir": str(out), "exit_code": int(code)}, indent=2, sort_keys=True))
+        c.out(json.dumps({**m.to_json(), "out_dir": str(out), "exit_code": int(code)}, indent=2, sort_keys=True))
         return code
-    c.out(f"{args.model} -> {target.id} ({target.name}), runtime {m['target']['runtime']}")
-    c.out(f"model:     {m['compression']['description']}, {m['model']['bytes']} B, {len(m['model']['ops'])} op kinds, "
-          f"{m['model']['macs']} MACs")
-    c.out(f"calibration: {m['compression']['calibration']}")
-    if result.analysis.arena and "native" not in m:  # a native build has its own arena (below)
+    c.out(f"{args.model} -> {target.id} ({target.name}), runtime {m.target.runtime}")
+    c.out(f"model:     {m.compression.description}, {m.model.bytes} B, {len(m.model.ops)} op kinds, "
+          f"{m.model.macs} MACs")
+    c.out(f"calibration: {m.compression.calibration}")
+    if result.analysis.arena and m.native is None:  # a native build has its own arena (below)
         ar = result.analysis.arena
         c.out(f"arena:     {ar.total} B measured with tflite-micro, kTensorArenaSize = {ar.emitted} B "
               f"(+{ar.margin * 100:.0f}%)")
@@ -359,8 +359,8 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
     c.out("")
     c.out("\n".join(verdict_lines(c, result.verdicts)))
     c.out("")
-    c.out(f"artifacts: {out}/ — " + ", ".join(sorted({a.split('/')[0] for a in m['artifacts']} | {'manifest.json'})))
-    if "native" in m:
+    c.out(f"artifacts: {out}/ — " + ", ".join(sorted({a.split('/')[0] for a in m.artifacts} | {'manifest.json'})))
+    if m.native is not None:
         c.out("\n".join(native_lines(m)))
     if result.link_error:
         c.err(f"does not fit {target.id}: the image fails to link: {result.link_error}")
@@ -375,10 +375,10 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
             cl = result.search["closest"]
             c.err(f"nothing fits: closest candidate {cl['id']} ({result.search['recipe']}) misses "
                   + ", ".join(f"{k} by {v}" for k, v in cl["misses"].items()) + f"; see {out}/report.html")
-        c.err(f"closest result: this {m['compression']['scheme']} build in {out}/ "
-              f"(flash {m['estimates']['flash_bytes']} B, RAM {m['estimates']['ram_bytes']} B, "
-              f"latency {m['estimates']['latency_ms']} ms)")
-        c.err("hint: " + (faster_hint(m, target.id) + "; or " if m.get("latency_alternatives") else "")
+        c.err(f"closest result: this {m.compression.scheme} build in {out}/ "
+              f"(flash {m.estimates.flash_bytes} B, RAM {m.estimates.ram_bytes} B, "
+              f"latency {m.estimates.latency_ms} ms)")
+        c.err("hint: " + (faster_hint(m, target.id) + "; or " if m.latency_alternatives else "")
               + "raise the budget with --flash-budget/--ram-budget/--latency-budget-ms/--max-accuracy-drop, "
               "or choose a larger target")
     return code

@@ -9,6 +9,7 @@ from typing import Any
 from edgeforge.analyze import Analysis
 from edgeforge.budget import Verdict
 from edgeforge.cli.console import Console
+from edgeforge.manifest import Manifest
 from edgeforge.target.schema import Target
 
 _UNITS = {"model_flash_bytes": "bytes", "model_ram_bytes": "bytes", "latency_ms": "ms", "max_accuracy_drop": ""}
@@ -156,11 +157,12 @@ def target_details(t: Target) -> list[str]:
     return lines
 
 
-def native_lines(manifest: dict[str, Any]) -> list[str]:
+def native_lines(manifest: Manifest) -> list[str]:
     """A native build's memory figures as one nested set: the budgeted weights inside all model constants
     inside the linked image (flash), the planned arena inside the image's RAM."""
-    n = manifest["native"]
-    flash = next((v["value"] for v in manifest["budgets"] if v["budget"] == "model_flash_bytes"), None)
+    n = manifest.native
+    assert n is not None
+    flash = next((v.value for v in manifest.budgets if v.budget == "model_flash_bytes"), None)
     arm = n["arm"] if n["arm"] and not n["arm"]["link_error"] else None
     parts = []
     if flash is not None:
@@ -175,9 +177,9 @@ def native_lines(manifest: dict[str, Any]) -> list[str]:
     return [f"flash:     {' <= '.join(parts)}", f"RAM:       {ram}"]
 
 
-def faster_hint(manifest: dict[str, Any], target_id: str) -> str:
-    """What would meet a missed latency budget (manifest["latency_alternatives"], from the build)."""
-    alts = manifest["latency_alternatives"]
+def faster_hint(manifest: Manifest, target_id: str) -> str:
+    """What would meet a missed latency budget (the manifest's ``latency_alternatives``, from the build)."""
+    alts = manifest.latency_alternatives or ()
     same = [a for a in alts if a["target"] == target_id]
     if same:
         a = same[0]

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeforge.compress.cost import FEATURES, MAC_KINDS, LatencyModel, OpTable, observed_choices
+from edgeforge.cost.latency import FEATURES, MAC_KINDS, LatencyModel, OpTable, observed_choices
 from edgeforge.compress.measure import QEMU_INSTRUCTIONS_PER_TICK, BoardArgs, resolve_board
 from edgeforge.compress.probes import QUICK, probe_model, probe_set
 from edgeforge.device.transport import DeviceError
@@ -162,15 +162,13 @@ def measure_model(name: str, model: bytes, target: Any, runtime: str, board: Boa
     """Build int8 ``model`` for ``target``, bench it once on ``board`` and return its op and invoke timings
     with the cost model's features (any model works: the probes, or a user's own layers)."""
     from edgeforge.bench.run import bench_build
-    from edgeforge.build import BuildOptions, build
     from edgeforge.model.tflite import read_tflite
+    from edgeforge.stages import build_int8
 
     info = read_tflite(model, f"probe {name}")
-    src = work / f"{name}.tflite"
-    src.write_bytes(model)
     out = work / name
     reporter.detail(f"probe {name}: building for {target.id} ({runtime})")
-    build(src, target, BuildOptions(out_dir=out, runtime=runtime))
+    build_int8(model, name, target, runtime, out, reporter)
     runs = 1 if board.emulated else 5
     outcome = bench_build(out, board.board, board.port, runs, 0 if board.emulated else 1, None, 1, None, board.baud)
     if not outcome.outputs_match:

@@ -7,9 +7,8 @@ from dataclasses import asdict
 from typing import Any
 
 from edgeforge.compress.layers import WeightLayer
-from edgeforge.compress.recipe import LayerChoice
+from edgeforge.compress.recipe import LayerChoice, layer_name
 from edgeforge.compress.search import Candidate, SearchResult
-from edgeforge.ops import CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED
 from edgeforge.target.schema import Budget
 
 
@@ -42,12 +41,9 @@ def candidate_json(c: Candidate, layers: list[WeightLayer], names: Mapping[int, 
     }
 
 
-_SHORT = {CONV_2D: "conv", DEPTHWISE_CONV_2D: "dw", FULLY_CONNECTED: "fc"}
-
-
 def layer_names(layers: list[WeightLayer]) -> dict[int, str]:
     """Short, stable names: op kind and op index (tensor names of converted models are often opaque)."""
-    return {la.op_index: f"{_SHORT.get(la.op, la.op.lower())}{la.op_index}" for la in layers}
+    return {la.op_index: layer_name(la.op, la.op_index) for la in layers}
 
 
 def _mark_pareto(rows: list[dict[str, Any]]) -> None:

@@ -11,7 +11,7 @@ from edgeforge.compress.apply import apply_recipe
 from edgeforge.compress.document import layer_names, search_document
 from edgeforge.compress.layers import WeightLayer, input_means, weight_layers
 from edgeforge.compress.recipe import Recipe, load_space, read_recipe
-from edgeforge.compress.report import render_html, render_json
+from edgeforge.report.render import render_html, render_json
 from edgeforge.compress.screen import Screener
 from edgeforge.compress.search import Candidate, Search, SearchInputs, SearchResult
 from edgeforge.data import Dataset
@@ -137,7 +137,7 @@ def scheme_search(variants: list[tuple[str, bytes, ModelInfo]], float_model: tup
     exactly (the .tflite is what ships). LiteRT's CPU kernels run weights dense, so per-layer pruning
     is not offered here."""
     from edgeforge.analyze import activation_peak
-    from edgeforge.compress.costs import NO_COST_MODEL, CandidateCost, LatencyEstimator
+    from edgeforge.cost.candidate import NO_COST_MODEL, CandidateCost, LatencyEstimator
     from edgeforge.compress.screen import Score
     from edgeforge.compress.search import binding_budget, budget_misses, verified_rank
     from edgeforge.evaluate import evaluate

@@ -84,7 +84,7 @@ def measure_latency(build_dir: Path, board: str | None, port: str | None, runs: 
     from edgeforge.target import load_registry
 
     manifest, _, _ = read_build(build_dir)
-    target = load_registry().get(manifest["target"]["id"])
+    target = load_registry().get(manifest.target.id)
     clock_mhz = float(target.hardware["clock_mhz"])
     with resolve_board(board, port) as b:
         outcome = bench_build(build_dir, b.board, b.port, max(runs, 1), 1, None, 1, reporter, b.baud)

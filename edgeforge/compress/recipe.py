@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeforge.errors import UsageError
+from edgeforge.ops import CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED
 from edgeforge.resources import data_dir
 
 BITS = (8, 4)
@@ -41,6 +42,12 @@ class LayerChoice:
 
 
 DENSE_INT8 = LayerChoice()
+_SHORT = {CONV_2D: "conv", DEPTHWISE_CONV_2D: "dw", FULLY_CONNECTED: "fc"}
+
+
+def layer_name(op: str, index: int) -> str:
+    """A weight layer's short, stable name: op kind and op index (converted models' tensor names are opaque)."""
+    return f"{_SHORT.get(op, op.lower())}{index}"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgeforge.compress.apply import Compressed, apply_recipe, compress_layer
-from edgeforge.compress.costs import NO_COST_MODEL, CandidateCost, FlashModel, LatencyEstimator, Storage
+from edgeforge.cost.candidate import NO_COST_MODEL, CandidateCost, FlashModel, LatencyEstimator, Storage
 from edgeforge.compress.layers import WeightLayer, input_means
 from edgeforge.compress.recipe import DENSE_INT8, LayerChoice, Recipe, SearchSpace
 from edgeforge.compress.screen import Score, Screener, verify

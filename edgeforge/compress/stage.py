@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeforge.arena import measure_arena
-from edgeforge.compress.driver import Outcome, SearchOptions
+from edgeforge.compress.driver import Outcome
 from edgeforge.data import Dataset, float_view, load_dataset, synthetic
 from edgeforge.errors import ModelError, UsageError
 from edgeforge.events import NullReporter, Reporter
@@ -23,16 +22,16 @@ from edgeforge.target.schema import Budget, Target
 from edgeforge.runtimes import Runtime
 
 if TYPE_CHECKING:
-    from edgeforge.build import BuildOptions, Prepared
+    from edgeforge.stages import BuildOptions, Prepared
 
 
 def maybe_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val: Dataset | None, target: Target,
                   opts: BuildOptions, budget: Budget, reporter: Reporter) -> tuple[Outcome | None, Prepared]:
     """Run the compression search (or replay ``--recipe``) when the options and budgets call for it;
     returns the outcome and what the build continues from."""
-    from edgeforge import build as pipeline
+    from edgeforge import stages as pipeline
     from edgeforge.compress import driver
-    from edgeforge.compress.costs import NO_COST_MODEL, LatencyEstimator
+    from edgeforge.cost.candidate import NO_COST_MODEL, LatencyEstimator
 
     runtime = prepared.runtime
     if runtime == Runtime.LITERT:
@@ -112,7 +111,7 @@ def finetuner(prepared: Prepared, ds: Dataset, opts: BuildOptions,
 def scheme_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val: Dataset | None, target: Target,
                    opts: BuildOptions, budget: Budget, reporter: Reporter) -> tuple[Outcome | None, Prepared]:
     """LiteRT targets: choose among the target's whole-model schemes (int8, float16, dynamic-int8, ...)."""
-    from edgeforge import build as pipeline
+    from edgeforge import stages as pipeline
     from edgeforge.compress import driver
 
     if opts.search.recipe is not None or opts.search.measure_board is not None:
@@ -123,15 +122,17 @@ def scheme_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val:
     if not searched:
         return None, prepared
     variants: dict[str, Prepared] = {prepared.scheme: prepared}
-    for scheme in target.quantization:
-        if scheme in variants:
-            continue
-        reporter.stage(f"converting to {scheme}")
-        try:
-            variants[scheme], _ = pipeline.prepare(model_path, target, scheme, prepared.runtime, opts.data, opts.data_quant,
-                                          opts.calib_samples, NullReporter(), opts.trust_model_code)
-        except ModelError as exc:  # e.g. an int8 source cannot become float16
-            reporter.detail(f"{scheme}: {exc.message}")
+    with pipeline.load(model_path, opts.data, opts.data_quant, NullReporter(),
+                       opts.trust_model_code) as loaded:  # once for every scheme
+        for scheme in target.quantization:
+            if scheme in variants:
+                continue
+            reporter.stage(f"converting to {scheme}")
+            try:
+                variants[scheme], _ = pipeline.quantize(loaded, scheme, prepared.runtime, opts.calib_samples,
+                                                        NullReporter())
+            except ModelError as exc:  # e.g. an int8 source cannot become float16
+                reporter.detail(f"{scheme}: {exc.message}")
     if val is None:
         val = Dataset(synthetic(prepared.sample_shape, pipeline.SYNTHETIC_SAMPLES), None,
                       f"synthetic: {pipeline.SYNTHETIC_SAMPLES} samples of normal(0, 1), seed 0")
@@ -151,16 +152,13 @@ def measurer(target: Target, opts: BuildOptions) -> Callable[[bytes], float] | N
         return None
     if not Runtime(opts.runtime or target.runtime).generates_c:
         raise UsageError("--measure benchmarks native builds", "add --runtime native")
-    from edgeforge import build as pipeline
+    from edgeforge import stages as pipeline
     from edgeforge.compress.measure import measure_latency_ms
 
     def measure(model: bytes) -> float:
         with tempfile.TemporaryDirectory(prefix="edgeforge-measure-") as tmp:
-            src = Path(tmp) / "candidate.tflite"
-            src.write_bytes(model)
-            sub = replace(opts, out_dir=Path(tmp) / "build", data=None, val=None, search=SearchOptions("never"),
-                          budget=None)
-            pipeline.build(src, target, sub)
+            pipeline.build_int8(model, "candidate", target, opts.runtime or target.runtime, Path(tmp) / "build",
+                                single_rounding=opts.single_rounding)
             return measure_latency_ms(Path(tmp) / "build", board, opts.search.measure_port)
 
     return measure

@@ -6,15 +6,14 @@ import json
 from typing import Any
 
 from edgeforge.emit.render import render
+from edgeforge.manifest import TensorSpec
 from edgeforge.model.tflite import ModelInfo, TensorInfo
 
 Files = dict[str, bytes]
 
 
 def io_spec(t: TensorInfo) -> dict[str, Any]:
-    return {"name": t.name, "shape": list(t.shape), "dtype": t.dtype,
-            "scale": t.scale[0] if len(t.scale) == 1 else list(t.scale),
-            "zero_point": t.zero_point[0] if len(t.zero_point) == 1 else list(t.zero_point)}
+    return TensorSpec.of(t).to_json()
 
 
 _RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}

@@ -133,7 +133,7 @@ def _common(pctx: dict[str, Any]) -> Files:
 
 
 def manifest_entry(target: dict[str, Any], model_bytes: int) -> dict[str, Any]:
-    """What ``edgeforge flash`` needs: chip, flash settings, and each image's offset (manifest["espidf"]);
+    """What ``edgeforge flash`` needs: chip, flash settings, and each image's offset (``Manifest.espidf``);
     ``model_bytes`` as given to the project emitter (it sizes the app partition)."""
     idf = target["espidf"]
     flash = int(target["hardware"]["flash_bytes"])

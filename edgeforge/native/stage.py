@@ -64,19 +64,26 @@ def arm_settings(target: Target) -> dict[str, Any] | None:
             "cpu": hw["cpu"], "flash_source": f"target profile {target.id}: hardware.flash_bytes / ram_bytes"}
 
 
-def native_stage(info: ModelInfo, model: bytes, target: Target, base: dict[str, Any],
-                 single_rounding: bool = False) -> NativeResult:
-    native = prepare_native(info, model, single_rounding)
+def compile_native(files: dict[str, bytes], target: Target) -> tuple[ArmImage | None, str]:
+    """Cross-compile and link the rendered C for ``target``'s part: the image (its flash, RAM and whether it
+    links), or None and why not (no toolchain settings in the profile, or no cross-compiler installed)."""
     arm = arm_settings(target)
-    files = native_files(native, info, base, arm)
     if arm is None:
-        return NativeResult(native, files, None, f"no Cortex-M toolchain settings for {target.id}")
+        return None, f"no Cortex-M toolchain settings for {target.id}"
     if not arm_available(arm["cross"]):
-        return NativeResult(native, files, None, f"{arm['cross']}-gcc not installed")
+        return None, f"{arm['cross']}-gcc not installed"
     with tempfile.TemporaryDirectory(prefix="edgeforge-native-") as tmp:
         root = Path(tmp)
         for rel, data in files.items():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             (root / rel).write_bytes(data)
-        image = arm_image(root, list(arm["cflags"]), arm["cross"])
-    return NativeResult(native, files, image, "")
+        return arm_image(root, list(arm["cflags"]), arm["cross"]), ""
+
+
+def native_stage(info: ModelInfo, model: bytes, target: Target, base: dict[str, Any],
+                 single_rounding: bool = False) -> NativeResult:
+    """Plan (lower to typed kernel calls, fuse, plan and verify the arena), emit (render the C) and compile."""
+    native = prepare_native(info, model, single_rounding)
+    files = native_files(native, info, base, arm_settings(target))
+    image, note = compile_native(files, target)
+    return NativeResult(native, files, image, note)

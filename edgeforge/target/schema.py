@@ -72,7 +72,7 @@ _NONNEG = {"type": "number", "minimum": 0}
 #: read by pools and reductions (``pool``, default: ``elementwise``), per op invocation, per weight position a
 #: sparse kernel scans (native), per int4 MAC decoded in the inner loop (``int4_unpack``; depthwise:
 #: ``int4_unpack_depthwise``, default ``int4_unpack``) and per int4 weight unpacked on each invoke (TFLM's
-#: reference kernels). See edgeforge/compress/cost.py.
+#: reference kernels). See edgeforge/cost/latency.py.
 _PERF_OPS = _strict(
     {
         "conv_2d": _POS_NUM,
@@ -137,7 +137,7 @@ TARGET_SCHEMA: dict[str, Any] = _strict(
             {
                 "cycles_per_mac": {"type": "number", "minimum": 1e-6, "maximum": 1e9},
                 "source": {"type": "string"},
-                # optional per-runtime latency cost tables (edgeforge/compress/cost.py); a runtime without one
+                # optional per-runtime latency cost tables (edgeforge/cost/latency.py); a runtime without one
                 # falls back to cycles_per_mac
                 "ops": {"type": "object", "properties": {rt: _PERF_OPS for rt in RUNTIMES},
                         "additionalProperties": False},

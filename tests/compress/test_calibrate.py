@@ -13,7 +13,7 @@ import pytest
 from conftest import FIXTURES, FULL, assert_clean_error
 
 from edgeforge.compress.calibrate import ProbeTiming, fit, write_override
-from edgeforge.compress.cost import FEATURES, LatencyModel, observed_choices
+from edgeforge.cost.latency import FEATURES, LatencyModel, observed_choices
 from edgeforge.compress.probes import PROBES, QUICK, probe_model
 from edgeforge.device.boards import qemu_available
 from edgeforge.model.tflite import read_tflite

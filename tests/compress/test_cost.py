@@ -1,4 +1,4 @@
-"""The per-target latency cost model (edgeforge/compress/cost.py) and the [perf.ops] profile tables."""
+"""The per-target latency cost model (edgeforge/cost/latency.py) and the [perf.ops] profile tables."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from conftest import FIXTURES, MLPERF
 
 from edgeforge.analyze import analyze_model, op_macs
-from edgeforge.compress.cost import FEATURES, LatencyModel, LayerCost, OpTable, native_sparse_rows, observed_choices
+from edgeforge.cost.latency import FEATURES, LatencyModel, LayerCost, OpTable, native_sparse_rows, observed_choices
 from edgeforge.errors import TargetError
 from edgeforge.model.tflite import read_tflite
 from edgeforge.target import load_registry

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from edgeforge.compress.report import nice_ticks, pareto_svg, render_html, render_json
+from edgeforge.report.render import nice_ticks, pareto_svg, render_html, render_json
 
 SVG_NS = "http://www.w3.org/2000/svg"
 IMG = re.compile(r'<img alt="[^"]*" src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)">')

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import FIXTURES, FULL, assert_clean_error
 from edgeforge.device.boards import qemu_available
+from edgeforge.manifest import read_manifest
 from edgeforge.native.toolchain import arm_available
 
 needs_qemu = pytest.mark.skipif(not (qemu_available() and arm_available()),
@@ -84,7 +85,7 @@ def test_no_wrong_result_is_accepted_on_a_damaged_line(native_build: Path) -> No
     from edgeforge.target import load_registry
     from fault_proxy import FaultProxy, Faults
 
-    manifest = json.loads((native_build / "manifest.json").read_text())
+    manifest = read_manifest(native_build)
     image = build_image(native_build, "host-sim", manifest, load_registry().get("cortex-m4").hardware)
     faults = Faults(drop=0.0003, flip=0.0003, duplicate=0.0003, noise=0.01, stall=0.02, reset=0.005)
     recovered = 0
@@ -162,7 +163,7 @@ def test_a_diverging_device_is_caught_and_the_first_bad_op_named(cli, native_bui
     from edgeforge.device.boards import host_sim
     from edgeforge.target import load_registry
 
-    manifest = json.loads((native_build / "manifest.json").read_text())
+    manifest = read_manifest(native_build)
     hw = load_registry().get("cortex-m4").hardware
     build_image(native_build, "host-sim", manifest, hw)  # the host's reference dumps come from this one
     broken = tmp_path / "broken"

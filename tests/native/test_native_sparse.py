@@ -439,7 +439,7 @@ def test_kws_pruned_on_the_emulated_cortex_m4_is_byte_identical(mlperf: Path, tm
     src = tmp_path / "kws_pruned.tflite"
     src.write_bytes(model)
     result = build(src, load_registry().get("cortex-m4"), BuildOptions(out_dir=tmp_path / "b", runtime="native"))
-    weights = result.manifest["native"]["weights"]
+    weights = result.manifest.native["weights"]
     assert weights["sparse_tensors"] == 10 and weights["int4_saved_bytes"] == 2048
     assert "ef_conv2d_s4_sparse(" in (tmp_path / "b" / "native" / "ef_model.c").read_text()
     x = np.random.default_rng(4).integers(-128, 128, (3, 49, 10, 1)).astype(np.int8)

@@ -95,7 +95,7 @@ class LatencyEstimator:
     """The target's latency cost model for one model, with a fallback when the target has none."""
 
     def __init__(self, target: Any, runtime: str, info: ModelInfo) -> None:
-        from edgeforge.compress.cost import LatencyModel
+        from edgeforge.cost.latency import LatencyModel
 
         self.model = LatencyModel.for_target(target, runtime)
         self.prepared = self.model.prepare(info)
@@ -103,6 +103,6 @@ class LatencyEstimator:
 
     def ms(self, choices: Mapping[int, tuple[int, float, float]]) -> float:
         """Latency with op index -> (bits, weight density, output-channel density)."""
-        from edgeforge.compress.cost import LayerCost
+        from edgeforge.cost.latency import LayerCost
 
         return float(self.prepared.ms({op: LayerCost(b, d, ch) for op, (b, d, ch) in choices.items()}))

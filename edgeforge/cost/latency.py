@@ -18,7 +18,7 @@ stores a pruned filter's rows as bitmaps of their nonzero weights when that is s
 (``edgeforge/native/sparse.py``): whole zero output channels cost nothing, bitmap rows cost their nonzero MACs
 plus the bitmap scan, and rows with too few zeros stay dense (``native_sparse_rows``). A target without a
 table for the runtime falls back to ``[perf] cycles_per_mac`` applied to every op's MACs
-(``edgeforge.analyze.op_macs``) — exactly the estimate edgeforge always made.
+(``edgeforge.ops.op_macs``) — exactly the estimate edgeforge always made.
 
 Everything here is pure and fast: ``LatencyModel.prepare(info)`` computes the per-op features once, and
 ``ModelCost.ms(choices)`` costs one recipe in time proportional to the number of layers it changes.
@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from edgeforge.analyze import op_macs
 from edgeforge.model.rewrite import unpack_int4
 from edgeforge.model.tflite import ModelInfo, OpInfo
 from edgeforge import ops as o  # op names; checked against this module's kinds in tests/test_ops.py
+from edgeforge.ops import op_macs
 
 #: Coefficients of a ``[perf.ops.<runtime>]`` table, in the order of a feature vector.
 FEATURES: tuple[str, ...] = ("conv_2d", "depthwise_conv_2d", "fully_connected", "output", "elementwise", "pool",
