@@ -262,7 +262,7 @@ def test_a_graph_without_operators_exits_65(cli, tmp_path: Path) -> None:
 def test_an_int8_conversion_with_float_io_is_refused() -> None:
     """What all-NaN calibration gave before: a float-input model labelled "int8 I/O" with kInput0Scale = 0."""
     from conftest import FIXTURES
-    from edgeforge.build import check_converted
+    from edgeforge.stages import check_converted
     from edgeforge.errors import ModelError
     from edgeforge.model.tflite import read_tflite
 
