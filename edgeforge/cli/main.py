@@ -286,7 +286,9 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
             cl = result.search["closest"]
             c.err(f"nothing fits: closest candidate {cl['id']} ({result.search['recipe']}) misses "
                   + ", ".join(f"{k} by {v}" for k, v in cl["misses"].items()) + f"; see {out}/report.html")
-        c.err(f"closest result: this {m['compression']['scheme']} build in {out}/ "
+        held = (f"this build ({result.search['layers']})" if result.search is not None and result.search.get("layers")
+                else f"this {m['compression']['scheme']} build")  # a held search build is int4/pruned, not int8
+        c.err(f"closest result: {held} in {out}/ "
               f"(flash {m['estimates']['flash_bytes']} B, RAM {m['estimates']['ram_bytes']} B, "
               f"latency {m['estimates']['latency_ms']} ms)")
         c.err("hint: raise the budget with --flash-budget/--ram-budget/--latency-budget-ms/--max-accuracy-drop, "

@@ -54,9 +54,19 @@ class Outcome:
 
 
 def base_flash(info: ModelInfo, model: bytes, runtime: str) -> int:
-    """Model flash of the uncompressed int8 model: its weights for the native runtime (what the
-    emitter stores: filters and biases), the flatbuffer for interpreters."""
-    return info.weight_bytes if runtime == "native" else len(model)
+    """Model flash of the uncompressed model: for the native runtime its weights as the emitter stores
+    them (filters sparse where ``edgeforge.native.sparse`` says that is smaller, so zeros already in
+    the source count as saved; biases and other constants as they are), the flatbuffer for interpreters."""
+    if runtime != "native":
+        return len(model)
+    from edgeforge.compress.layers import WEIGHT_OPS
+    from edgeforge.native.sparse import weight_storage
+
+    filters = {op.inputs[1] for op in info.ops if op.op in WEIGHT_OPS and len(op.inputs) > 1 and op.inputs[1] >= 0}
+    other = sum(t.nbytes for t in info.tensors if t.is_constant and t.index not in filters)
+    stored = {la.filter_tensor: weight_storage(la.values, 4 if info.tensors[la.filter_tensor].dtype == "int4" else 8,
+                                               la.op).stored_bytes for la in weight_layers(model, info)}
+    return other + sum(stored.get(i, info.tensors[i].nbytes) for i in filters if info.tensors[i].is_constant)
 
 
 def wanted(opts: SearchOptions, runtime: str, scheme: str, flash: int, latency_ms: float | None,
@@ -92,27 +102,35 @@ def replay(model: bytes, info: ModelInfo, path: Path, screen: Dataset | None, fi
 def search(model: bytes, info: ModelInfo, float_model: tuple[bytes, ModelInfo] | None, screen: Dataset,
            val: Dataset, target: Target, runtime: str, budget: Budget, base_ram: int, ram_exact: Any,
            report_ctx: dict[str, Any], reporter: Reporter, measure: Any = None, finetune: Any = None,
-           training: str = "post-training only (no --train data given)") -> Outcome:
+           training: str = "post-training only (no --train data given)", used: tuple[Dataset, ...] = ()) -> Outcome:
+    """Search; ``val`` is split into a selection part and a held-out report part that shares no sample
+    with ``used`` (calibration, screening and training inputs)."""
+    from edgeforge.compress.holdout import split
+
     layers: list[WeightLayer] = weight_layers(model, info)
     if not layers:
         raise UsageError("the model has no int8 CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED filters to compress",
                          "build without --search")
     space = load_space(target.data.get("search"))
-    inputs = SearchInputs(model, info, layers, float_model, screen.head(space.screen_samples), val, budget, runtime,
+    screened = screen.head(space.screen_samples)
+    parts = split(val, [screened, *used])
+    inputs = SearchInputs(model, info, layers, float_model, screened, parts.selection, budget, runtime,
                           target, space, base_flash(info, model, runtime), base_ram, ram_exact, measure, finetune,
-                          training)
+                          training, parts.report, parts.note)
     result = Search(inputs, reporter).run()
     pick: Candidate | None = result.chosen or result.closest
     assert pick is not None
+    sel = parts.selection
     doc = search_document(result, layers, budget, report_ctx["model"], report_ctx["target"],
-                          f"TFLite Micro (bit-exact with the native runtime) on {len(val)} samples of {val.source}",
+                          f"TFLite Micro (bit-exact with the native runtime) on {len(sel)} samples of {sel.source}",
                           training)
     files = {"report.html": render_html(doc), "report.json": render_json(doc), "recipe.toml":
              pick.recipe.to_toml().encode()}
     summary = _summary(doc, pick, pick.recipe.summary(layer_names(layers)))
     if measure is not None:
         summary["measured_on"] = report_ctx.get("board")
-    return Outcome(pick.model, read_tflite(pick.model, "the compressed model"), pick.recipe, pick.accuracy, result,
+    accuracy = pick.held_out if pick.held_out is not None else pick.accuracy  # the honest figure when there is one
+    return Outcome(pick.model, read_tflite(pick.model, "the compressed model"), pick.recipe, accuracy, result,
                    pick.measured_ms, files, summary)
 
 
@@ -123,6 +141,7 @@ _TABLE_KEYS = ("id", "name", "summary", "flash_bytes", "ram_bytes", "latency_ms"
 def _summary(doc: dict[str, Any], pick: Candidate, layers: str) -> dict[str, Any]:
     """What the manifest and the CLI show of a search: the choice and a compact table of every candidate."""
     return {"chosen": doc["chosen"], "closest": doc["closest"], "binding": doc["binding"],
+            "held_out": doc.get("held_out"),
             "candidates": len(doc["candidates"]), "recipe": pick.recipe.name, "layers": layers,
             "flash_bytes": pick.cost.flash_bytes, "saved": pick.cost.to_json()["saved"], "report": "report.html",
             "table": [{k: r[k] for k in _TABLE_KEYS} for r in doc["candidates"]]}

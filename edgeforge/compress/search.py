@@ -27,6 +27,8 @@ from edgeforge.compress.recipe import DENSE_INT8, LayerChoice, Recipe, SearchSpa
 from edgeforge.compress.screen import Score, Screener, verify
 from edgeforge.data import Dataset
 from edgeforge.evaluate import Accuracy
+from edgeforge.evaluate import outputs as model_outputs
+from edgeforge.evaluate import score as score_outputs
 from edgeforge.events import NullReporter, Reporter
 from edgeforge.model.tflite import ModelInfo, read_tflite
 from edgeforge.target.schema import Budget
@@ -46,6 +48,8 @@ class Candidate:
     accuracy: Accuracy | None = None  # set once verified
     measured_ms: float | None = None  # set when measured on a board (build --measure)
     misses: dict[str, float] = field(default_factory=dict)  # budget -> excess
+    identical: bool | None = None  # verified outputs identical to the unchanged int8 model's (set once verified)
+    held_out: Accuracy | None = None  # on the report part, never used to choose (chosen/closest and int8 only)
 
     @property
     def hw_fits(self) -> bool:
@@ -63,6 +67,8 @@ class SearchResult:
     screen_basis: str
     latency_basis: str
     flash_basis: str
+    reference: str | None = None  # what accuracy drops are measured from: "float model" / "unchanged int8 model"
+    report_part: Dataset | None = None  # the held-out data the chosen/closest candidate is reported on
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,8 @@ class SearchInputs:
     measure: Callable[[bytes], float] | None = None  # build --measure: latency (ms) of a candidate on a board
     finetune: Callable[[Recipe], bytes] | None = None  # --train: the recipe applied to a fine-tuned model
     training: str = "post-training only (no --train data given)"
+    report: Dataset | None = None  # held-out report part (``val`` is then the selection part)
+    split_note: str | None = None  # how the validation data was split (for the report's notes)
 
 
 class Search:
@@ -103,6 +111,11 @@ class Search:
         self.candidates: list[Candidate] = []
         self.by_key: dict[Any, Candidate] = {}
         self.best: Candidate | None = None
+        # accuracy can be judged only with labels or a float reference: without either, only candidates
+        # whose outputs equal the unchanged model's may be chosen (a lossy pick needs --recipe)
+        self.judged = inp.val.y is not None or inp.float_model is not None
+        self.base_outputs: np.ndarray | None = None
+        self.reference_top1: float | None = None
 
     # -- per-layer pieces ----------------------------------------------------------------------
     def comp(self, op: int, choice: LayerChoice) -> Compressed:
@@ -156,7 +169,7 @@ class Search:
         return cand
 
     def misses(self, cand: Candidate) -> dict[str, float]:
-        return budget_misses(cand, self.inp.budget)
+        return budget_misses(cand, self.inp.budget, self.reference_top1)
 
     # -- the steps ---------------------------------------------------------------------------------
     def sensitivity(self, options: list[LayerChoice]) -> dict[int, dict[LayerChoice, Score]]:
@@ -278,10 +291,19 @@ class Search:
         self._verify(base)
         chosen = self._choose()
         closest = None if chosen is not None else self._closest()
+        pick = chosen or closest
+        if pick is not None and self.judged:
+            self._held_out(base)
+            self._held_out(pick)
         notes = self._notes()
         latency_basis = self.latency.basis if self.latency is not None else "no latency model for this target"
+        reference = None
+        if base.accuracy is not None and base.accuracy.float_top1 is not None:
+            reference = "float model"
+        elif base.accuracy is not None and base.accuracy.top1 is not None:
+            reference = "unchanged int8 model"
         return SearchResult(chosen, closest, self.candidates, self._binding(chosen), sens, tuple(notes),
-                            self.screener.describe(), latency_basis, self.flash.basis)
+                            self.screener.describe(), latency_basis, self.flash.basis, reference, self.inp.report)
 
     @staticmethod
     def _score_text(s: Score) -> str:
@@ -317,11 +339,33 @@ class Search:
         return self.ram_cache[int4]
 
     def _verify(self, cand: Candidate) -> None:
-        if cand.accuracy is None:
-            self.rep.stage(f"verifying {cand.id} ({cand.recipe.name}) on {len(self.inp.val)} samples with TFLite Micro")
-            info = read_tflite(cand.model)
-            cand.accuracy = verify(cand.model, info, self.inp.float_model, self.inp.val)
-            cand.misses = self.misses(cand)
+        """TFLite Micro on the selection part; the first candidate verified is the unchanged int8 model,
+        whose outputs and accuracy are the reference for the others."""
+        if cand.accuracy is not None:
+            return
+        self.rep.stage(f"verifying {cand.id} ({cand.recipe.name}) on {len(self.inp.val)} samples with TFLite Micro")
+        info = read_tflite(cand.model)
+        y = model_outputs(cand.model, info, "tflm", self.inp.val)
+        cand.accuracy = score_outputs(y, self.inp.float_model, self.inp.val, "tflm")
+        if self.base_outputs is None:  # the unchanged model
+            self.base_outputs = y
+            acc = cand.accuracy
+            self.reference_top1 = acc.float_top1 if acc.float_top1 is not None else acc.top1
+        cand.identical = bool(np.array_equal(y, self.base_outputs))
+        cand.misses = self.misses(cand)
+
+    def eligible(self, cand: Candidate) -> bool:
+        """Verified, within every budget, and judged: a candidate whose accuracy cannot be measured is
+        eligible only with the unchanged model's exact outputs."""
+        return cand.accuracy is not None and not cand.misses and (self.judged or bool(cand.identical))
+
+    def _held_out(self, cand: Candidate) -> None:
+        """The reported accuracy: TFLite Micro on the report part, which nothing was chosen on."""
+        rep = self.inp.report
+        if rep is None or cand.held_out is not None:
+            return
+        self.rep.stage(f"reporting {cand.id} on {len(rep)} held-out samples with TFLite Micro")
+        cand.held_out = verify(cand.model, read_tflite(cand.model), self.inp.float_model, rep)
 
     def _choose(self) -> Candidate | None:
         fits = sorted((c for c in self.candidates if c.hw_fits),
@@ -329,19 +373,21 @@ class Search:
         want = 1 + self.inp.space.verify_neighbours
         verified: list[Candidate] = []
         for cand in fits:
+            if not self.judged and cand.score.noise > 0:  # cannot be chosen: no need to verify it
+                continue
             self._verify(cand)
             verified.append(cand)
-            good = [c for c in verified if not c.misses]
+            good = [c for c in verified if self.eligible(c)]
             if len(verified) >= want and good:
                 break
             if len(verified) >= want + 4:  # give up: the accuracy budget is out of reach
                 break
         if self.inp.measure is not None:
             self._measure(verified)
-        good = [c for c in verified if not c.misses]
+        good = [c for c in verified if self.eligible(c)]
         if not good:
             return None
-        return max(good, key=lambda c: (verified_rank(c), -c.cost.flash_bytes))
+        return prefer_simple(good, len(self.inp.val))
 
     def _measure(self, cands: list[Candidate]) -> None:
         """Flash the verified candidates and decide latency on what the board measures."""
@@ -360,6 +406,16 @@ class Search:
                       "latency_ms": b.latency_ms, "max_accuracy_drop": max(b.max_accuracy_drop, 1e-3)}
             return max((v / limits[k] for k, v in c.misses.items()), default=0.0)
 
+        if not self.judged:  # no way to tell what a lossy candidate costs in accuracy: hold the unchanged model
+            return self.candidates[0] if self.candidates else None
+        # a build that fits the hardware can at least be flashed and measured: prefer one, the most
+        # accurate as verified (else as screened); only when none fits, the one missing by the least
+        hw = [c for c in self.candidates if c.hw_fits]
+        for c in sorted(hw, key=lambda c: c.score.rank(), reverse=True)[:2]:
+            self._verify(c)  # the held build's accuracy is always measured
+        checked = [c for c in hw if c.accuracy is not None]
+        if checked:
+            return max(checked, key=lambda c: (verified_rank(c), -c.cost.flash_bytes))
         return min(self.candidates, key=lambda c: (worst_excess(c), -c.score.rank()[0]), default=None)
 
     def _binding(self, chosen: Candidate | None) -> str | None:
@@ -376,8 +432,22 @@ class Search:
         elif self.inp.runtime == "native":
             notes.append("native runtime: pruned filters are stored sparse when that is smaller and their "
                          "kernels skip zero weights (bit-exact with the dense result)")
-        if self.inp.val.y is None:
+        if self.inp.val.y is None and self.judged:
             notes.append("no labels: candidates are ranked by output SQNR against the float model")
+        if not self.judged:
+            notes.append("no labels and no float reference: accuracy cannot be measured, so only a candidate "
+                         "with the unchanged model's exact outputs may be chosen (name a lossy one with --recipe, "
+                         "or give labelled --val data)")
+        elif self.inp.val.y is not None and self.reference_top1 is not None \
+                and self.candidates and self.candidates[0].accuracy is not None \
+                and self.candidates[0].accuracy.float_top1 is None:
+            notes.append("no float reference: the accuracy budget is the drop from the unchanged int8 model")
+        if self.inp.val.y is not None:
+            notes.append("ties within the noise go to the simpler model: a candidate is preferred over a more "
+                         "accurate-looking one when their selection top-1 differ by less than the Wilson 95 % "
+                         "half-width (the unchanged model first, then the least output change)")
+        if self.inp.split_note:
+            notes.append(self.inp.split_note)
         return notes
 
 
@@ -392,7 +462,33 @@ def verified_rank(c: Candidate) -> tuple[float, float]:
     return (sq if acc.sqnr_db is not None else 0.0, -c.score.noise)
 
 
-def budget_misses(cand: Candidate, b: Budget) -> dict[str, float]:
+def prefer_simple(good: list[Candidate], n: int) -> Candidate:
+    """The most accurate of ``good``, except that a gain inside the noise is not taken: every candidate
+    whose selection top-1 is within the Wilson 95 % half-width of the best is tied, and of those the
+    unchanged model wins, then the one whose outputs moved least from it. Without labels: the best rank."""
+    from edgeforge.compress.holdout import half_width
+
+    best = max(good, key=lambda c: (verified_rank(c), -c.cost.flash_bytes))
+    top = best.accuracy.top1 if best.accuracy is not None else None
+    if top is None:
+        return best
+    margin = half_width(top, n)
+    tied = [c for c in good if c.accuracy is not None and c.accuracy.top1 is not None
+            and top - c.accuracy.top1 <= margin]
+    return max(tied, key=lambda c: (not c.recipe.layers, -c.score.noise, -c.cost.flash_bytes))
+
+
+def accuracy_drop(acc: Accuracy | None, reference_top1: float | None) -> float | None:
+    """Top-1 drop from the float model, or from the unchanged int8 model when there is no float model
+    (an int8 ``.tflite`` source): the accuracy budget holds for every kind of source."""
+    if acc is None or acc.top1 is None:
+        return None
+    if acc.drop is not None:
+        return acc.drop
+    return None if reference_top1 is None else reference_top1 - acc.top1
+
+
+def budget_misses(cand: Candidate, b: Budget, reference_top1: float | None = None) -> dict[str, float]:
     """Budget -> excess, for every budget ``cand`` misses (accuracy only once it is verified)."""
     out: dict[str, float] = {}
     if cand.cost.flash_bytes > b.model_flash_bytes:
@@ -401,23 +497,24 @@ def budget_misses(cand: Candidate, b: Budget) -> dict[str, float]:
         out["model_ram_bytes"] = cand.cost.ram_bytes - b.model_ram_bytes
     if cand.cost.latency_ms is not None and cand.cost.latency_ms > b.latency_ms:
         out["latency_ms"] = round(cand.cost.latency_ms - b.latency_ms, 3)
-    acc = cand.accuracy
-    if acc is not None and acc.drop is not None and acc.drop > b.max_accuracy_drop:
-        out["max_accuracy_drop"] = round(acc.drop - b.max_accuracy_drop, 6)
+    drop = accuracy_drop(cand.accuracy, reference_top1)
+    if drop is not None and drop > b.max_accuracy_drop:
+        out["max_accuracy_drop"] = round(drop - b.max_accuracy_drop, 6)
     return out
 
 
 def binding_budget(chosen: Candidate | None, candidates: list[Candidate], b: Budget,
                    rank: Callable[[Candidate], Any]) -> str | None:
-    """The tightest budget at the chosen point (highest share of its limit used): the one that keeps
-    the search from a more accurate candidate; None when no better candidate was turned away."""
-    if chosen is None or all(rank(c) <= rank(chosen) for c in candidates):
+    """The budget that keeps the search from a more accurate candidate: of the candidates ranked above
+    the chosen one that miss a budget, the best one's most exceeded budget (relative to its limit).
+    None when no better candidate was turned away by a budget (the chosen one is the best that was
+    found, or better-looking ones lost only on verification)."""
+    if chosen is None:
         return None
-    used = {"model_flash_bytes": chosen.cost.flash_bytes / b.model_flash_bytes,
-            "model_ram_bytes": chosen.cost.ram_bytes / b.model_ram_bytes}
-    if chosen.cost.latency_ms is not None:
-        used["latency_ms"] = chosen.cost.latency_ms / b.latency_ms
-    acc = chosen.accuracy
-    if acc is not None and acc.drop is not None and b.max_accuracy_drop > 0:
-        used["max_accuracy_drop"] = max(acc.drop, 0.0) / b.max_accuracy_drop
-    return max(sorted(used), key=lambda k: used[k])
+    turned_away = [c for c in candidates if rank(c) > rank(chosen) and c.misses]
+    if not turned_away:
+        return None
+    best = max(turned_away, key=rank)
+    limits = {"model_flash_bytes": b.model_flash_bytes, "model_ram_bytes": b.model_ram_bytes,
+              "latency_ms": b.latency_ms, "max_accuracy_drop": max(b.max_accuracy_drop, 1e-3)}
+    return max(sorted(best.misses), key=lambda k: best.misses[k] / limits[k])

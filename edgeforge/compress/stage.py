@@ -70,8 +70,13 @@ def maybe_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val: 
     ctx = {"model": {"name": prepared.source.name, "sha256": prepared.source.sha256},
            "target": {"id": target.id, "name": target.name, "runtime": runtime},
            "board": opts.search.measure_board}
+    used = [ds.head(opts.calib_samples)]  # what calibration saw: never part of the held-out report part
+    if opts.search.train is not None:
+        used.append(load_dataset(opts.search.train, prepared.sample_shape, np.dtype(prepared.data_dtype),
+                                 opts.data_quant))
     return driver.search(prepared.model, prepared.info, prepared.float_model, ds, val, target, runtime, budget,
-                         base_ram, ram_exact, ctx, reporter, measurer(target, opts), finetune, training), prepared
+                         base_ram, ram_exact, ctx, reporter, measurer(target, opts), finetune, training,
+                         tuple(used)), prepared
 
 
 def finetuner(prepared: Prepared, ds: Dataset, opts: BuildOptions,

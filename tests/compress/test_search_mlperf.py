@@ -37,8 +37,10 @@ def test_kws_fits_60_percent_of_its_int8_weight_bytes_and_keeps_accuracy(cli, ml
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     chosen = next(c for c in report["candidates"] if c["id"] == report["chosen"])
     assert chosen["flash_bytes"] <= budget and m["estimates"]["flash_bytes"] == chosen["flash_bytes"]
-    assert chosen["verified"]["samples"] == 500 and chosen["accuracy"] >= 0.87
-    assert m["accuracy"]["top1"] == chosen["accuracy"]
+    held = report["held_out"]  # selection on one part of kws01, the reported figure from the other
+    assert chosen["verified"]["samples"] + held["samples"] == 500 and held["samples"] >= 200
+    assert chosen["accuracy"] >= 0.87 and held["candidate"]["top1"] >= 0.85
+    assert m["accuracy"]["top1"] == held["candidate"]["top1"]
     assert chosen["saved"]["int4_bytes"] > 0
     assert m["native"]["weights"]["stored_bytes"] < m["native"]["weights"]["int8_dense_bytes"]
 
@@ -52,7 +54,8 @@ def test_kws_fits_60_percent_of_its_int8_weight_bytes_and_keeps_accuracy(cli, ml
     run = cli("run", tmp_path / "o", "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy")
     assert run.code == 0, run.err
     y = np.load(tmp_path / "y.npy").reshape(len(ds), -1)
-    assert float(np.mean(y.argmax(axis=1) == ds.y)) == chosen["accuracy"]
+    right = round(chosen["accuracy"] * chosen["verified"]["samples"]) + round(held["candidate"]["top1"] * held["samples"])
+    assert int(np.sum(y.argmax(axis=1) == ds.y)) == right
 
 
 @pytest.mark.parametrize("runtime", ["tflm", "native"] if FULL else ["tflm"])
