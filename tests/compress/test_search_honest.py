@@ -127,6 +127,7 @@ def test_the_reported_accuracy_is_on_held_out_inputs_with_an_interval(cli, digit
     lo, hi = held["candidate"]["top1_ci95"]
     assert lo < held["candidate"]["top1"] < hi
     assert m["accuracy"]["top1"] == held["candidate"]["top1"] and m["accuracy"]["samples"] == held["samples"]
+    assert "held out: " in (tmp_path / "o" / "report.html").read_text()
     if lo <= held["int8"]["top1"] <= hi:
         assert held["verdict"].startswith("no significant difference")
 
