@@ -464,6 +464,9 @@ def make_manifest(prepared: Prepared, target: Target, opts: BuildOptions, analys
                    "runtime": prepared.runtime},
         "compression": {"scheme": prepared.scheme, "description": compression_label(prepared),
                         "calibration": prepared.calibration,
+                        # what integer --data/--val meant: run and bench read raw int8 data the same way
+                        "data_quant": None if opts.data_quant is None else {
+                            "scale": opts.data_quant.scale, "zero_point": opts.data_quant.zero_point},
                         "synthetic_calibration": prepared.calibration.startswith("synthetic")},
         "model": {"path": "model.tflite", "bytes": len(prepared.model), "sha256": sha256(prepared.model),
                   "ops": prepared.info.op_names, "params": analysis.total_params, "macs": analysis.total_macs,

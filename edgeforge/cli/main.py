@@ -95,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("build_dir", type=Path, help="the --out folder of `edgeforge build`")
     r.add_argument("--input", "-i", type=Path, required=True,
                    help="inputs: .npy, .npz (x) or a folder of .bin, in the model's input dtype (a batch)")
+    r.add_argument("--data-quant", metavar="SCALE,ZERO_POINT",
+                   help="8-bit input data means SCALE*(q-ZERO_POINT) (default: what the build recorded, else the "
+                        "model input's quantization); converted to the model input's quantization")
     r.add_argument("--output", "-o", type=Path, default=Path("outputs.npy"),
                    help="where to write the outputs as .npy (default outputs.npy)")
     f = sub.add_parser("flash", parents=[common], help="build the bench firmware and load it onto a board",
@@ -116,6 +119,8 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--warmup", type=int, default=1, help="untimed inferences first (default 1)")
     bn.add_argument("--input", type=Path, help="inputs (.npy/.npz/.bin folder); default: seeded random inputs")
     bn.add_argument("--count", type=int, default=5, help="how many inputs to bench (default 5)")
+    bn.add_argument("--data-quant", metavar="SCALE,ZERO_POINT",
+                    help="8-bit --input data means SCALE*(q-ZERO_POINT) (default: what the build recorded)")
     bn.add_argument("--baud", type=int, help="serial speed (default: the target profile's)")
     calibrate_cli.add_parser(sub, common, EPILOG)
     return parser
@@ -301,18 +306,19 @@ def cmd_run(args: argparse.Namespace, c: Console) -> int:
 
     from edgeforge.run import run_build
 
-    result = run_build(args.build_dir, args.input)
+    result = run_build(args.build_dir, args.input, _data_quant(args.data_quant))
     try:
         np.save(args.output, result.outputs)
     except OSError as exc:
         raise UsageError(f"cannot write {args.output}: {exc.strerror}", "choose another --output") from None
     doc = {"output": str(args.output), "runtime": result.runtime, "samples": result.samples,
-           "shape": list(result.outputs.shape), "dtype": str(result.outputs.dtype)}
+           "shape": list(result.outputs.shape), "dtype": str(result.outputs.dtype), "inputs": result.data_note}
     if c.json:
         c.out(json.dumps(doc, indent=2, sort_keys=True))
     else:
         c.out(f"ran {result.samples} input(s) with the {result.runtime} runtime on this machine -> {args.output} "
               f"({result.outputs.dtype} {list(result.outputs.shape)})")
+        c.out(f"inputs:    {result.data_note}")
     return 0
 
 
@@ -344,10 +350,10 @@ def cmd_bench(args: argparse.Namespace, c: Console) -> int:
         with rig.lock(args.board) as rb:
             kw = rb.bench_args()
             outcome = bench_build(args.build_dir, kw["board"], kw["port"], args.runs, args.warmup, args.input,
-                                  args.count, CliReporter(c), args.baud or kw["baud"])
+                                  args.count, CliReporter(c), args.baud or kw["baud"], _data_quant(args.data_quant))
     else:
         outcome = bench_build(args.build_dir, args.board, args.port, args.runs, args.warmup, args.input,
-                              args.count, CliReporter(c), args.baud)
+                              args.count, CliReporter(c), args.baud, _data_quant(args.data_quant))
     d = outcome.doc
     code = ExitCode.OK
     if not outcome.outputs_match:
