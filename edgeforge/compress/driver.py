@@ -59,14 +59,9 @@ def base_flash(info: ModelInfo, model: bytes, runtime: str) -> int:
     the source count as saved; biases and other constants as they are), the flatbuffer for interpreters."""
     if runtime != "native":
         return len(model)
-    from edgeforge.compress.layers import WEIGHT_OPS
-    from edgeforge.native.sparse import weight_storage
+    from edgeforge.compress.costs import native_weight_bytes
 
-    filters = {op.inputs[1] for op in info.ops if op.op in WEIGHT_OPS and len(op.inputs) > 1 and op.inputs[1] >= 0}
-    other = sum(t.nbytes for t in info.tensors if t.is_constant and t.index not in filters)
-    stored = {la.filter_tensor: weight_storage(la.values, 4 if info.tensors[la.filter_tensor].dtype == "int4" else 8,
-                                               la.op).stored_bytes for la in weight_layers(model, info)}
-    return other + sum(stored.get(i, info.tensors[i].nbytes) for i in filters if info.tensors[i].is_constant)
+    return native_weight_bytes(info, model)
 
 
 def wanted(opts: SearchOptions, runtime: str, scheme: str, flash: int, latency_ms: float | None,

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgeforge.compress.apply import Compressed, apply_recipe, compress_layer
-from edgeforge.compress.costs import CandidateCost, FlashModel, LatencyEstimator, Storage
+from edgeforge.compress.costs import CandidateCost, FlashModel, LatencyEstimator, Storage, native_weight_bytes
 from edgeforge.compress.layers import WeightLayer, input_means
 from edgeforge.compress.recipe import DENSE_INT8, LayerChoice, Recipe, SearchSpace
 from edgeforge.compress.screen import Score, Screener, verify
@@ -159,6 +159,8 @@ class Search:
         cost, stored = self.cost(recipe)
         if self.inp.runtime != "native":  # the flatbuffer itself is what goes to flash: exact size
             cost = replace(cost, flash_bytes=len(model), ram_bytes=self._ram(recipe, model))
+        elif any(c.structured for _, c in recipe.layers):  # removed channels shrink their consumers too
+            cost = replace(cost, flash_bytes=native_weight_bytes(read_tflite(model), model))
         cand = Candidate(f"c{len(self.candidates):02d}", recipe, kind, model, cost, stored,
                          self.screener.score(model))
         cand.misses = self.misses(cand)

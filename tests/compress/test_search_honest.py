@@ -10,7 +10,6 @@ here briefly and converted to an int8 .tflite, which is then the source (no floa
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,68 +26,18 @@ from edgeforge.data import Dataset
 from edgeforge.evaluate import Accuracy
 from edgeforge.model.tflite import read_tflite
 from edgeforge.target.schema import Budget
-
-
-@dataclass
-class Digits:
-    model: Path  # int8 .tflite
-    val: Path  # int8 inputs in the model's input quantization, with labels
-    weight_bytes: int
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
-    from edgeforge.quiet import captured_output, quiet_tensorflow_env
-
-    quiet_tensorflow_env()
-    with captured_output():
-        import keras
-    from sklearn.datasets import load_digits
-
-    from edgeforge.build import prepare
-    from edgeforge.events import NullReporter
-    from edgeforge.target.loader import load_registry
-
-    out = tmp_path_factory.mktemp("digits-int8")
-    keras.utils.set_random_seed(0)
-    d = load_digits()
-    x = (d.images / 16.0).astype(np.float32)[..., None]
-    y = d.target.astype(np.int64)
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order], y[order]
-    n = 1000
-    model = keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.DepthwiseConv2D(3, padding="same", activation="relu"),
-        keras.layers.Conv2D(32, 1, activation="relu"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
-    model.compile(optimizer=keras.optimizers.Adam(0.005), loss="sparse_categorical_crossentropy")
-    with captured_output():
-        model.fit(x[:n], y[:n], epochs=15, batch_size=64, verbose=0, shuffle=False)
-    model.save(out / "model.keras")
-    np.savez(out / "calib.npz", x=x[:200], y=y[:200])
-    prepared, _ = prepare(out / "model.keras", load_registry().get("cortex-m4"), "int8", "tflm", out / "calib.npz",
-                          None, 200, NullReporter())
-    (out / "int8.tflite").write_bytes(prepared.model)
-    inp = prepared.info.input_tensors()[0]
-    q = np.clip(np.round(x[n:] / inp.scale[0]) + inp.zero_point[0], -128, 127).astype(np.int8)
-    np.savez(out / "val.npz", x=q, y=y[n:])
-    return Digits(out / "int8.tflite", out / "val.npz", prepared.info.weight_bytes)
+from tests.compress.conftest import Digits
 
 
 def _build(cli, d: Digits, out: Path, *extra: object):  # noqa: ANN001, ANN202
     return cli("build", d.model, "--target", "cortex-m4", "--runtime", "native", "--val", d.val, "--out", out, *extra)
 
 
-def test_the_accuracy_budget_holds_for_an_int8_tflite_source(cli, digits: Digits, tmp_path: Path) -> None:
+def test_the_accuracy_budget_holds_for_an_int8_tflite_source(cli, digits_int8: Digits, tmp_path: Path) -> None:
     """1,500 B (a quarter of the int8 weights) only fits by wrecking the model (~25 % top-1). Before, the
     int8 source had no float reference, the drop was "unknown" and the build said "fits every budget";
     the held build was also one that missed flash, and was called "this int8 build"."""
-    r = _build(cli, digits, tmp_path / "o", "--flash-budget", 1500)
+    r = _build(cli, digits_int8, tmp_path / "o", "--flash-budget", 1500)
     assert r.code == 3, r.out + r.err
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["chosen"] is None and report["drop_reference"] == "unchanged int8 model"
@@ -101,9 +50,9 @@ def test_the_accuracy_budget_holds_for_an_int8_tflite_source(cli, digits: Digits
     assert f"closest result: this build ({held['summary']})" in r.err
 
 
-def test_a_fitting_choice_keeps_the_accuracy_budget_measured_from_the_int8_model(cli, digits: Digits,
+def test_a_fitting_choice_keeps_the_accuracy_budget_measured_from_the_int8_model(cli, digits_int8: Digits,
                                                                               tmp_path: Path) -> None:
-    r = _build(cli, digits, tmp_path / "o", "--flash-budget", 2600, "--json")
+    r = _build(cli, digits_int8, tmp_path / "o", "--flash-budget", 2600, "--json")
     assert r.code == 0, r.err
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     chosen = next(c for c in report["candidates"] if c["id"] == report["chosen"])
@@ -114,8 +63,8 @@ def test_a_fitting_choice_keeps_the_accuracy_budget_measured_from_the_int8_model
     assert report["binding"] == "model_flash_bytes"
 
 
-def test_the_reported_accuracy_is_on_held_out_inputs_with_an_interval(cli, digits: Digits, tmp_path: Path) -> None:
-    r = _build(cli, digits, tmp_path / "o", "--flash-budget", 2600, "--json")
+def test_the_reported_accuracy_is_on_held_out_inputs_with_an_interval(cli, digits_int8: Digits, tmp_path: Path) -> None:
+    r = _build(cli, digits_int8, tmp_path / "o", "--flash-budget", 2600, "--json")
     assert r.code == 0, r.err
     m = json.loads(r.out)
     report = json.loads((tmp_path / "o" / "report.json").read_text())
@@ -132,12 +81,12 @@ def test_the_reported_accuracy_is_on_held_out_inputs_with_an_interval(cli, digit
         assert held["verdict"].startswith("no significant difference")
 
 
-def test_flash_counts_the_zeros_already_in_the_weights(cli, digits: Digits, tmp_path: Path) -> None:
+def test_flash_counts_the_zeros_already_in_the_weights(cli, digits_int8: Digits, tmp_path: Path) -> None:
     """A source pruned before it reaches edgeforge: the native emitter stores it sparse, so a budget
     between its sparse and dense sizes fits with no search (before: searched, 'nothing fits', exit 3)."""
     from edgeforge.compress.driver import base_flash
 
-    model = digits.model.read_bytes()
+    model = digits_int8.model.read_bytes()
     info = read_tflite(model)
     layers = weight_layers(model, info)
     pruned = apply_recipe(model, layers, Recipe.of("p", {la.op_index: LayerChoice(8, 0.875) for la in layers}))
