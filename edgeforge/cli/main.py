@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--train", type=Path, metavar="DATA",
                    help="labelled training data: fine-tune the best pruned/int4 candidates (Keras models)")
     b.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs with --train (default 5)")
+    b.add_argument("--distill", choices=("auto", "always", "never"), default="auto",
+                   help="train smaller students of a Keras model against its outputs: auto when nothing "
+                        "post-training fits and --data is given (default auto)")
+    b.add_argument("--distill-minutes", type=float, default=3.0, metavar="M",
+                   help="wall-time budget of distillation, all students together (default 3)")
     b.add_argument("--measure", action="store_true",
                    help="with --board: flash the best candidates and decide on measured latency")
     b.add_argument("--board", help="board for --measure (see `edgeforge bench --help`)")
@@ -236,7 +241,8 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
                         input_std=args.input_std, template_dirs=tuple(args.templates_dir),
                         single_rounding=args.rounding == "single",
                         search=SearchOptions(args.search, args.recipe, args.board if args.measure else None,
-                                             args.port, args.train, args.epochs))
+                                             args.port, args.train, args.epochs, args.distill,
+                                             args.distill_minutes))
     if args.measure and not args.board:
         raise UsageError("--measure needs --board", "e.g. --measure --board qemu-cortex-m4")
     if args.rounding == "single" and (args.runtime or target.runtime) != "native":

@@ -67,7 +67,8 @@ def candidate_json(c: Candidate, layers: list[WeightLayer], names: Mapping[int, 
         "fits": not c.misses, "misses": sorted(c.misses), "excess": dict(sorted(c.misses.items())),
         "pareto": False, "saved": cost["saved"],
         "storage": {str(op): s.format for op, s in sorted(c.storage.items())},
-        "summary": c.recipe.name if c.kind == "scheme" else c.recipe.summary(names),
+        "summary": c.recipe.name if c.kind in ("scheme", "distilled") else c.recipe.summary(names),
+        "how": c.how or None,
     }
 
 

@@ -32,6 +32,8 @@ class SearchOptions:
     measure_port: str | None = None
     train: Path | None = None  # --train DATA: fine-tune pruned/int4 candidates (Keras sources)
     epochs: int = 5
+    distill: str = "auto"  # auto: train students when nothing post-training fits (Keras source, real data)
+    distill_minutes: float = 3.0  # wall-time budget of all students together
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,8 @@ def replay(model: bytes, info: ModelInfo, path: Path, screen: Dataset | None, fi
 def search(model: bytes, info: ModelInfo, float_model: tuple[bytes, ModelInfo] | None, screen: Dataset,
            val: Dataset, target: Target, runtime: str, budget: Budget, base_ram: int, ram_exact: Any,
            report_ctx: dict[str, Any], reporter: Reporter, measure: Any = None, finetune: Any = None,
-           training: str = "post-training only (no --train data given)", used: tuple[Dataset, ...] = ()) -> Outcome:
+           training: str = "post-training only (no --train data given)", used: tuple[Dataset, ...] = (),
+           distill: Any = None, distill_always: bool = False) -> Outcome:
     """Search; ``val`` is split into a selection part and a held-out report part that shares no sample
     with ``used`` (calibration, screening and training inputs)."""
     from edgeforge.compress.holdout import split
@@ -111,7 +114,7 @@ def search(model: bytes, info: ModelInfo, float_model: tuple[bytes, ModelInfo] |
     parts = split(val, [screened, *used])
     inputs = SearchInputs(model, info, layers, float_model, screened, parts.selection, budget, runtime,
                           target, space, base_flash(info, model, runtime), base_ram, ram_exact, measure, finetune,
-                          training, parts.report, parts.note)
+                          training, parts.report, parts.note, distill, distill_always)
     result = Search(inputs, reporter).run()
     pick: Candidate | None = result.chosen or result.closest
     assert pick is not None
@@ -119,9 +122,11 @@ def search(model: bytes, info: ModelInfo, float_model: tuple[bytes, ModelInfo] |
     doc = search_document(result, layers, budget, report_ctx["model"], report_ctx["target"],
                           f"TFLite Micro (bit-exact with the native runtime) on {len(sel)} samples of {sel.source}",
                           training)
-    files = {"report.html": render_html(doc), "report.json": render_json(doc), "recipe.toml":
-             pick.recipe.to_toml().encode()}
-    summary = _summary(doc, pick, pick.recipe.summary(layer_names(layers)))
+    files = {"report.html": render_html(doc), "report.json": render_json(doc)}
+    if pick.kind != "distilled":  # a student is a new model, not a recipe on this one: no recipe to replay
+        files["recipe.toml"] = pick.recipe.to_toml().encode()
+    summary = _summary(doc, pick, pick.recipe.name if pick.kind == "distilled"
+                       else pick.recipe.summary(layer_names(layers)))
     if measure is not None:
         summary["measured_on"] = report_ctx.get("board")
     accuracy = pick.held_out if pick.held_out is not None else pick.accuracy  # the honest figure when there is one

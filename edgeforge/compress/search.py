@@ -22,7 +22,7 @@ import numpy as np
 
 from edgeforge.compress.apply import Compressed, apply_recipe, compress_layer
 from edgeforge.compress.costs import CandidateCost, FlashModel, LatencyEstimator, Storage, native_weight_bytes
-from edgeforge.compress.layers import WeightLayer, input_means
+from edgeforge.compress.layers import WeightLayer, input_means, weight_layers
 from edgeforge.compress.recipe import DENSE_INT8, LayerChoice, Recipe, SearchSpace
 from edgeforge.compress.screen import Score, Screener, verify
 from edgeforge.data import Dataset
@@ -50,6 +50,7 @@ class Candidate:
     misses: dict[str, float] = field(default_factory=dict)  # budget -> excess
     identical: bool | None = None  # verified outputs identical to the unchanged int8 model's (set once verified)
     held_out: Accuracy | None = None  # on the report part, never used to choose (chosen/closest and int8 only)
+    how: str = ""  # distilled students: how they were made
 
     @property
     def hw_fits(self) -> bool:
@@ -91,6 +92,8 @@ class SearchInputs:
     training: str = "post-training only (no --train data given)"
     report: Dataset | None = None  # held-out report part (``val`` is then the selection part)
     split_note: str | None = None  # how the validation data was split (for the report's notes)
+    distill: Callable[[], list[Any]] | None = None  # trains smaller students (compress.distill.Student)
+    distill_always: bool = False  # --distill always: train them even when a post-training candidate fits
 
 
 class Search:
@@ -290,8 +293,14 @@ class Search:
                               f"best so far {best.id}: {self._score_text(best.score)}, {best.cost.flash_bytes} B")
         if inp.finetune is not None:
             self._finetune()
+        self.distilled = False
+        if inp.distill is not None and inp.distill_always:
+            self._distill()
         self._verify(base)
         chosen = self._choose()
+        if chosen is None and inp.distill is not None and not self.distilled:
+            self._distill()  # post-training compression cannot reach the budgets: train smaller students
+            chosen = self._choose()
         closest = None if chosen is not None else self._closest()
         pick = chosen or closest
         if pick is not None and self.judged:
@@ -329,6 +338,40 @@ class Search:
                            self.screener.score(model))
             ft.misses = self.misses(ft)
             self.candidates.append(ft)
+
+    def _distill(self) -> None:
+        """Students (and their all-int4 versions) as candidates, costed, screened and verified like any."""
+        assert self.inp.distill is not None
+        self.distilled = True
+        for st in self.inp.distill():
+            info = read_tflite(st.model)
+            layers = weight_layers(st.model, info)
+            int4 = Recipe.of("int4", {la.op_index: LayerChoice(4) for la in layers if la.allows(4)})
+            means = input_means(st.model, info, layers, self.screener.x)
+            for name, model, how in ((st.name, st.model, st.how),
+                                     (f"{st.name}, int4", apply_recipe(st.model, layers, int4, None, means),
+                                      f"{st.how}; then every weight layer int4 (bias-corrected)")):
+                cand = self._add_model(name, model, "distilled", [4 if "int4" in name else 8], how)
+                if cand.hw_fits:
+                    self._verify(cand)
+
+    def _add_model(self, name: str, model: bytes, kind: str, bits: list[int], how: str) -> Candidate:
+        """A candidate that is a different model (not a recipe on the int8 one)."""
+        info = read_tflite(model)
+        native = self.inp.runtime == "native"
+        flash = native_weight_bytes(info, model) if native else len(model)
+        ram = self.inp.base_ram
+        if not native and self.inp.ram_exact is not None:
+            ram = self.inp.ram_exact(model)
+        latency = None
+        if self.latency is not None:
+            est = LatencyEstimator(self.inp.target, self.inp.runtime, info)
+            latency = est.ms({la.op_index: (bits[0], 1.0, 1.0) for la in weight_layers(model, info)})
+        cand = Candidate(f"c{len(self.candidates):02d}", Recipe(name), kind, model,
+                         CandidateCost(flash, ram, latency, 0, 0), {}, self.screener.score(model, info), how=how)
+        cand.misses = self.misses(cand)
+        self.candidates.append(cand)
+        return cand
 
     def _ram(self, recipe: Recipe, model: bytes) -> int:
         """TFLM's arena grows with int4 filters (unpacking scratch): measured once per set of int4 layers
@@ -386,7 +429,7 @@ class Search:
                 break
         if self.inp.measure is not None:
             self._measure(verified)
-        good = [c for c in verified if self.eligible(c)]
+        good = [c for c in self.candidates if self.eligible(c)]  # verified here or before (students)
         if not good:
             return None
         return prefer_simple(good, len(self.inp.val))

@@ -74,9 +74,34 @@ def maybe_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val: 
     if opts.search.train is not None:
         used.append(load_dataset(opts.search.train, prepared.sample_shape, np.dtype(prepared.data_dtype),
                                  opts.data_quant))
+    distill, always = distiller(prepared, ds, opts, reporter)
     return driver.search(prepared.model, prepared.info, prepared.float_model, ds, val, target, runtime, budget,
                          base_ram, ram_exact, ctx, reporter, measurer(target, opts), finetune, training,
-                         tuple(used)), prepared
+                         tuple(used), distill, always), prepared
+
+
+def distiller(prepared: Prepared, ds: Dataset, opts: BuildOptions,
+              reporter: Reporter) -> tuple[Callable[[], list[Any]] | None, bool]:
+    """``--distill auto|always|never``: students of a Keras source trained on the --train data, else the
+    --data inputs (auto: only when real data was given, and only if nothing post-training fits)."""
+    mode = opts.search.distill
+    keras = prepared.source.format in ("keras", "h5")
+    if mode == "never" or (mode == "auto" and (not keras or opts.data is None)):
+        return None, False
+    if not keras:
+        raise UsageError(f"--distill always trains students of Keras models; {prepared.source.path.name} is "
+                         f"{prepared.source.format}", "pass the .keras/.h5 model, or drop --distill")
+    from edgeforge.compress.distill import distill
+
+    data = ds
+    if opts.search.train is not None:
+        data = load_dataset(opts.search.train, prepared.sample_shape, np.dtype(prepared.data_dtype), opts.data_quant)
+    calib = float_view(ds.head(opts.calib_samples))
+
+    def run() -> list[Any]:
+        return distill(prepared.source, data, calib, opts.search.distill_minutes, reporter)
+
+    return run, mode == "always"
 
 
 def finetuner(prepared: Prepared, ds: Dataset, opts: BuildOptions,

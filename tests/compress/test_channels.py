@@ -19,7 +19,7 @@ from edgeforge.compress.recipe import LayerChoice, Recipe
 from edgeforge.hostrun import run_batch
 from edgeforge.model.rewrite import pack, unpack
 from edgeforge.model.tflite import read_tflite
-from tests.compress.conftest import Digits
+from tests.compress.digits_int8 import Digits, digits_int8  # noqa: F401 (the fixture)
 
 
 def _pruned(model: bytes, ops: list[int], monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, bytes]:

@@ -26,7 +26,7 @@ from edgeforge.data import Dataset
 from edgeforge.evaluate import Accuracy
 from edgeforge.model.tflite import read_tflite
 from edgeforge.target.schema import Budget
-from tests.compress.conftest import Digits
+from tests.compress.digits_int8 import Digits, digits_int8  # noqa: F401 (the fixture)
 
 
 def _build(cli, d: Digits, out: Path, *extra: object):  # noqa: ANN001, ANN202

@@ -1,7 +1,9 @@
-"""Fixtures of the compression tests."""
+"""The digits CNN as an int8 .tflite source with labelled int8 validation data (a fixture the search and
+channel tests import; trained once per session: the second module finds it in the session's temp folder)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +31,11 @@ def digits_int8(tmp_path_factory: pytest.TempPathFactory) -> Digits:
     from edgeforge.events import NullReporter
     from edgeforge.target.loader import load_registry
 
-    out = tmp_path_factory.mktemp("digits-int8")
+    out = tmp_path_factory.getbasetemp() / "digits-int8"
+    done = out / "done.json"
+    if done.is_file():
+        return Digits(out / "int8.tflite", out / "val.npz", int(json.loads(done.read_text())["weight_bytes"]))
+    out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(0)
     d = load_digits()
     x = (d.images / 16.0).astype(np.float32)[..., None]
@@ -57,4 +63,5 @@ def digits_int8(tmp_path_factory: pytest.TempPathFactory) -> Digits:
     inp = prepared.info.input_tensors()[0]
     q = np.clip(np.round(x[n:] / inp.scale[0]) + inp.zero_point[0], -128, 127).astype(np.int8)
     np.savez(out / "val.npz", x=q, y=y[n:])
+    done.write_text(json.dumps({"weight_bytes": prepared.info.weight_bytes}))
     return Digits(out / "int8.tflite", out / "val.npz", prepared.info.weight_bytes)
