@@ -114,23 +114,38 @@ def _train(tf: Any, teacher: Any, student: Any, x: np.ndarray, y: np.ndarray | N
     return epochs, time.perf_counter() - start
 
 
+def teacher_model(source: SourceModel, float_model: tuple[bytes, Any] | None, check: np.ndarray) -> tuple[Any, str]:
+    """The trainable teacher: the Keras source itself, or a Keras rebuild of the float model (checked to
+    compute the same outputs) for SavedModel / .tflite sources."""
+    import keras
+
+    if source.format in ("keras", "h5"):
+        with captured_output():
+            teacher = conv.TFGraph._load_keras(source)
+        if isinstance(teacher, keras.Model):
+            return teacher, "the Keras source"
+        if float_model is None:
+            raise UsageError(f"{source.path.name} loads only with legacy tf_keras", "save it with Keras 3 to distill it")
+    if float_model is None:
+        raise UsageError(f"distillation needs a float teacher; {source.path.name} is already quantized",
+                         "give the float model (Keras, SavedModel or float .tflite), or drop --distill")
+    from edgeforge.compress.rebuild import keras_from_tflite
+
+    with captured_output():
+        return keras_from_tflite(float_model[0], float_model[1], check), "a Keras rebuild of the float model"
+
+
 def distill(source: SourceModel, data: Dataset, calibration: np.ndarray, minutes: float,
-            reporter: Reporter | None = None, seed: int = 0) -> list[Student]:
-    """Students of the Keras ``source`` trained on ``data`` (calibration/training inputs; labels used when
-    present) within ``minutes`` of wall time in all, each converted to int8 with ``calibration``."""
+            reporter: Reporter | None = None, seed: int = 0,
+            float_model: tuple[bytes, Any] | None = None) -> list[Student]:
+    """Students of ``source`` (Keras, or rebuilt from ``float_model``) trained on ``data`` (calibration /
+    training inputs; labels used when present) within ``minutes`` of wall time in all, each converted to
+    int8 with ``calibration``."""
     rep = reporter or NullReporter()
-    if source.format not in ("keras", "h5"):
-        raise UsageError(f"distillation trains students of Keras models; {source.path.name} is {source.format}",
-                         "pass the .keras/.h5 model, or build without --distill")
     if minutes <= 0:
         raise UsageError("--distill-minutes must be positive", "e.g. --distill-minutes 5")
     tf = conv.tensorflow()
-    with captured_output():
-        teacher = conv.TFGraph._load_keras(source)
-    import keras
-
-    if not isinstance(teacher, keras.Model):
-        raise UsageError(f"{source.path.name} loads only with legacy tf_keras", "save it with Keras 3 to distill it")
+    teacher, origin = teacher_model(source, float_model, float_view(data).astype(np.float32))
     x = float_view(data).astype(np.float32)
     students = []
     budget = minutes * 60 / len(WIDTHS)
@@ -152,7 +167,7 @@ def distill(source: SourceModel, data: Dataset, calibration: np.ndarray, minutes
                 graph.close()
         stop = "epoch limit" if epochs >= MAX_EPOCHS else "wall-time budget"
         students.append(Student(f"distilled, {width * 100:.0f}% width", model,
-                                f"student: the teacher with {width * 100:.0f}% of every hidden layer's channels, "
+                                f"student of {origin}: the teacher with {width * 100:.0f}% of every hidden layer's channels, "
                                 f"trained {epochs} epochs ({took:.0f} s, stopped by the {stop}) on {len(x)} inputs "
                                 f"of {data.source} against the teacher's soft outputs (T={TEMPERATURE:g}"
                                 + (", plus labels" if data.y is not None else "") + f"), seed {seed + k}"))

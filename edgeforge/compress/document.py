@@ -56,7 +56,7 @@ def candidate_json(c: Candidate, layers: list[WeightLayer], names: Mapping[int, 
     cost = c.cost.to_json()
     return {
         "id": c.id, "name": c.recipe.name, "kind": c.kind,
-        "layers": c.recipe.to_json(la.op_index for la in layers),
+        "layers": {} if c.kind == "distilled" else c.recipe.to_json(la.op_index for la in layers),
         "flash_bytes": cost["flash_bytes"], "ram_bytes": cost["ram_bytes"],
         "latency_ms": c.measured_ms if c.measured_ms is not None else cost["latency_ms"],
         "latency_estimate_ms": cost["latency_ms"],

@@ -82,3 +82,14 @@ def split(val: Dataset, used: list[Dataset], seed: int = SEED) -> Split:
             "never used for calibration, screening or training); the search selected on the other "
             f"{len(val) - want}")
     return Split(part(~mask, "selection part"), part(mask, "report part"), excluded, note)
+
+
+def without(ds: Dataset, other: Dataset | None) -> Dataset:
+    """``ds`` less every sample that is also in ``other`` (by content)."""
+    if other is None or len(other) == 0:
+        return ds
+    drop = set(_digests(other.x))
+    keep = np.array([d not in drop for d in _digests(ds.x)], dtype=bool)
+    if keep.all():
+        return ds
+    return Dataset(ds.x[keep], None if ds.y is None else ds.y[keep], f"{ds.source} (less the report part)", ds.quant)

@@ -394,7 +394,10 @@ def svg_data_uri(svg: str) -> str:
 # ---------------------------------------------------------------------------------------------- HTML
 
 def _recipe(cand: Mapping[str, Any], names: Mapping[int, str]) -> str:
-    """Per-layer recipe, one 'name: int4, 50% pruned (structured)' item per weight layer, by layer index."""
+    """Per-layer recipe, one 'name: int4, 50% pruned (structured)' item per weight layer, by layer index; for a
+    distilled student, how it was made."""
+    if cand.get("kind") == "distilled":
+        return str(cand.get("how") or "")
     parts = []
     layers = cand.get("layers") or {}
     for key in sorted(layers, key=lambda k: (int(k) if str(k).isdigit() else math.inf, str(k))):

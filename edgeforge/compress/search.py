@@ -92,7 +92,7 @@ class SearchInputs:
     training: str = "post-training only (no --train data given)"
     report: Dataset | None = None  # held-out report part (``val`` is then the selection part)
     split_note: str | None = None  # how the validation data was split (for the report's notes)
-    distill: Callable[[], list[Any]] | None = None  # trains smaller students (compress.distill.Student)
+    distill: Callable[[Dataset | None], list[Any]] | None = None  # trains students, never on the report part
     distill_always: bool = False  # --distill always: train them even when a post-training candidate fits
 
 
@@ -343,7 +343,7 @@ class Search:
         """Students (and their all-int4 versions) as candidates, costed, screened and verified like any."""
         assert self.inp.distill is not None
         self.distilled = True
-        for st in self.inp.distill():
+        for st in self.inp.distill(self.inp.report):
             info = read_tflite(st.model)
             layers = weight_layers(st.model, info)
             int4 = Recipe.of("int4", {la.op_index: LayerChoice(4) for la in layers if la.allows(4)})

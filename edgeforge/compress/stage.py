@@ -81,16 +81,16 @@ def maybe_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val: 
 
 
 def distiller(prepared: Prepared, ds: Dataset, opts: BuildOptions,
-              reporter: Reporter) -> tuple[Callable[[], list[Any]] | None, bool]:
+              reporter: Reporter) -> tuple[Callable[[Dataset | None], list[Any]] | None, bool]:
     """``--distill auto|always|never``: students of a Keras source trained on the --train data, else the
     --data inputs (auto: only when real data was given, and only if nothing post-training fits)."""
     mode = opts.search.distill
-    keras = prepared.source.format in ("keras", "h5")
-    if mode == "never" or (mode == "auto" and (not keras or opts.data is None)):
+    teachable = prepared.source.format in ("keras", "h5") or prepared.float_model is not None
+    if mode == "never" or (mode == "auto" and (not teachable or opts.data is None)):
         return None, False
-    if not keras:
-        raise UsageError(f"--distill always trains students of Keras models; {prepared.source.path.name} is "
-                         f"{prepared.source.format}", "pass the .keras/.h5 model, or drop --distill")
+    if not teachable:
+        raise UsageError(f"--distill needs a float teacher; {prepared.source.path.name} is already quantized",
+                         "pass the float model (Keras, SavedModel or float .tflite), or drop --distill")
     from edgeforge.compress.distill import distill
 
     data = ds
@@ -98,8 +98,12 @@ def distiller(prepared: Prepared, ds: Dataset, opts: BuildOptions,
         data = load_dataset(opts.search.train, prepared.sample_shape, np.dtype(prepared.data_dtype), opts.data_quant)
     calib = float_view(ds.head(opts.calib_samples))
 
-    def run() -> list[Any]:
-        return distill(prepared.source, data, calib, opts.search.distill_minutes, reporter)
+    def run(held_out: Dataset | None) -> list[Any]:
+        from edgeforge.compress.holdout import without
+
+        # students never train on the held-out report part: the reported figure stays unseen
+        return distill(prepared.source, without(data, held_out), calib, opts.search.distill_minutes, reporter,
+                       float_model=prepared.float_model)
 
     return run, mode == "always"
 

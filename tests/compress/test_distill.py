@@ -43,4 +43,24 @@ def test_distill_always_needs_a_keras_model(cli, tiny: Path, tmp_path: Path) -> 
     r = cli("build", tiny, "--target", "cortex-m4", "--runtime", "native", "--search", "always", "--distill",
             "always", "--out", tmp_path / "o")
     assert_clean_error(r, 2)
-    assert "Keras" in r.err and not (tmp_path / "o").exists()
+    assert "float teacher" in r.err and not (tmp_path / "o").exists()
+
+
+def test_a_float_model_without_keras_metadata_is_rebuilt_as_a_keras_teacher(digits_int8: Digits) -> None:
+    """SavedModel / .tflite sources teach through a Keras rebuild of their float model, checked against it."""
+    import numpy as np
+
+    from edgeforge.build import prepare
+    from edgeforge.compress.rebuild import keras_from_tflite
+    from edgeforge.events import NullReporter
+    from edgeforge.target.loader import load_registry
+
+    folder = digits_int8.model.parent
+    prepared, ds = prepare(folder / "model.keras", load_registry().get("cortex-m4"), "int8", "tflm",
+                           folder / "calib.npz", None, 200, NullReporter())
+    assert prepared.float_model is not None and ds is not None
+    fb, finfo = prepared.float_model
+    x = np.asarray(ds.x, np.float32)
+    teacher = keras_from_tflite(fb, finfo, x)  # raises when its outputs differ from the float model's
+    kinds = [type(la).__name__ for la in teacher.layers]
+    assert {"Conv2D", "DepthwiseConv2D", "Dense", "MaxPooling2D"} <= set(kinds)
