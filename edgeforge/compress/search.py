@@ -293,10 +293,10 @@ class Search:
                               f"best so far {best.id}: {self._score_text(best.score)}, {best.cost.flash_bytes} B")
         if inp.finetune is not None:
             self._finetune()
+        self._verify(base)  # first: its outputs and accuracy are the reference for every other candidate
         self.distilled = False
         if inp.distill is not None and inp.distill_always:
             self._distill()
-        self._verify(base)
         chosen = self._choose()
         if chosen is None and inp.distill is not None and not self.distilled:
             self._distill()  # post-training compression cannot reach the budgets: train smaller students
@@ -493,6 +493,10 @@ class Search:
                          "half-width (the unchanged model first, then the least output change)")
         if self.inp.split_note:
             notes.append(self.inp.split_note)
+        if getattr(self, "distilled", False):
+            notes.append("distilled students (kind 'distilled') are new, smaller models trained against the source's "
+                         "outputs, never on the held-out report part; they are screened, costed and verified like "
+                         "every other candidate")
         return notes
 
 
