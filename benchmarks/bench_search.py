@@ -22,7 +22,8 @@ from edgeforge.events import NullReporter
 
 ROOT = Path(__file__).resolve().parent.parent
 MLPERF = ROOT.parent / "shared" / "models" / "mlperf_tiny"
-GOAL_S = 120.0
+GOAL_S = 120.0  # post-training search
+GOAL_DISTILL_S = 600.0  # a search that trains distilled students (issue 13: under 10 minutes on this machine)
 SEARCH_STAGES = ("planning the int8 model's native image",)
 
 
@@ -69,8 +70,9 @@ def run(name: str, model: Path, args: dict[str, object], out: Path) -> dict[str,
     seconds = timing.search_seconds()
     reference, _ = timing.seconds("verifying c00")  # one TFLM evaluation of the int8 model (selection part)
     report = json.loads((out / "report.json").read_text())
-    verdict = "meets" if seconds < GOAL_S else "MISSES"
-    print(f"\n{name}: search {seconds:.1f} s on this machine ({verdict} the {GOAL_S:.0f} s goal; build {wall:.1f} s) = "
+    goal = GOAL_DISTILL_S if any(c["kind"] == "distilled" for c in report["candidates"]) else GOAL_S
+    verdict = "meets" if seconds < goal else "MISSES"
+    print(f"\n{name}: search {seconds:.1f} s on this machine ({verdict} the {goal:.0f} s goal; build {wall:.1f} s) = "
           f"{seconds / reference:.1f}x one TFLM evaluation of the int8 model ({reference:.1f} s, same run); "
           f"{len(report['candidates'])} candidates, chosen {report['chosen']} "
           f"(flash budget {report['budgets']['model_flash_bytes']} B, fits: {result.fits})")

@@ -496,7 +496,9 @@ class Search:
         if getattr(self, "distilled", False):
             notes.append("distilled students (kind 'distilled') are new, smaller models trained against the source's "
                          "outputs, never on the held-out report part; they are screened, costed and verified like "
-                         "every other candidate")
+                         "every other candidate. Where their training inputs overlap the selection part (the same "
+                         "data given as --data and --val), their selection top-1 is optimistic: judge them by "
+                         "the held-out figure")
         return notes
 
 
