@@ -7,8 +7,13 @@ budgets, screening of every candidate, and a full verification of the choice and
    model flash, with a Lagrange weight on latency when the latency budget binds) gives the least-noise
    recipe for a ladder of flash budgets, the target's own budget among them.
 3. Screening: every frontier recipe and the uniform presets are applied to the whole model and run.
-4. Verification: the best screened candidates that fit flash, RAM and latency are evaluated on all
-   validation data with TFLite Micro; the best verified one that also keeps the accuracy budget wins.
+4. Verification: the best screened candidates that fit flash, RAM and latency are evaluated on the
+   selection part of the validation data with TFLite Micro; the best verified one that also keeps the
+   accuracy budget wins, except that a gain inside the noise goes to the simpler candidate.
+5. Distillation (when nothing post-training fits, or ``--distill always``): smaller students join as
+   candidates and go through the same costing, screening and verification.
+6. Report: the chosen (or held) candidate and the unchanged model on the held-out report part, with
+   Wilson intervals (``holdout``).
 """
 
 from __future__ import annotations
