@@ -31,6 +31,7 @@ from edgeforge.compress.layers import WeightLayer, input_means, weight_layers
 from edgeforge.compress.recipe import DENSE_INT8, LayerChoice, Recipe, SearchSpace
 from edgeforge.compress.screen import Score, Screener, verify
 from edgeforge.data import Dataset
+from edgeforge.errors import UsageError
 from edgeforge.evaluate import Accuracy
 from edgeforge.evaluate import outputs as model_outputs
 from edgeforge.evaluate import score as score_outputs
@@ -348,7 +349,16 @@ class Search:
         """Students (and their all-int4 versions) as candidates, costed, screened and verified like any."""
         assert self.inp.distill is not None
         self.distilled = True
-        for st in self.inp.distill(self.inp.report):
+        try:
+            students = self.inp.distill(self.inp.report)
+        except UsageError as exc:
+            if self.inp.distill_always:
+                raise
+            # auto: a model the rebuild cannot express is searched post-training only, and the report says why
+            self.distill_skipped = f"distillation skipped: {exc.message}"
+            self.rep.warning(self.distill_skipped)
+            return
+        for st in students:
             info = read_tflite(st.model)
             layers = weight_layers(st.model, info)
             int4 = Recipe.of("int4", {la.op_index: LayerChoice(4) for la in layers if la.allows(4)})
@@ -498,7 +508,9 @@ class Search:
                          "half-width (the unchanged model first, then the least output change)")
         if self.inp.split_note:
             notes.append(self.inp.split_note)
-        if getattr(self, "distilled", False):
+        if getattr(self, "distill_skipped", None):
+            notes.append(self.distill_skipped)
+        elif getattr(self, "distilled", False):
             notes.append("distilled students (kind 'distilled') are new, smaller models trained against the source's "
                          "outputs, never on the held-out report part; they are screened, costed and verified like "
                          "every other candidate. Where their training inputs overlap the selection part (the same "

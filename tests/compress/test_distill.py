@@ -65,3 +65,17 @@ def test_a_float_model_without_keras_metadata_is_rebuilt_as_a_keras_teacher(digi
     teacher = keras_from_tflite(fb, finfo, x)  # raises when its outputs differ from the float model's
     kinds = [type(la).__name__ for la in teacher.layers]
     assert {"Conv2D", "DepthwiseConv2D", "Dense", "MaxPooling2D"} <= set(kinds)
+
+
+def test_an_op_the_rebuild_cannot_express_is_refused_clearly() -> None:
+    """What auto mode then skips (searching post-training only, with the reason in the report's notes)."""
+    import numpy as np
+    import pytest
+
+    from edgeforge.compress.rebuild import keras_from_tflite
+    from edgeforge.errors import UsageError
+    from tests.conftest import FIXTURES
+
+    model = (FIXTURES / "topk_float.tflite").read_bytes()
+    with pytest.raises(UsageError, match="cannot rebuild op MUL"):
+        keras_from_tflite(model, read_tflite(model), np.zeros((2, 16), np.float32))
