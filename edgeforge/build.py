@@ -228,8 +228,6 @@ def evaluate_native(prepared: Prepared, native: NativeResult | None, val: Datase
     return score(real, prepared.float_model, val, "native (generated C on the host)")
 
 
-
-
 def faster_options(prepared: Prepared, target: Target, runtime: str, limit_ms: float) -> list[dict[str, Any]]:
     """When a build misses its latency budget: the other runtime of this target, else other targets of the
     same kind, whose estimate (same cost model as the verdict) for this very model meets ``limit_ms``."""

@@ -60,7 +60,11 @@ SCHEMA: dict[str, Any] = {
                         "required": ["scheme", "description", "calibration", "synthetic_calibration"],
                         "properties": {"scheme": {"type": "string"}, "description": {"type": "string"},
                                        "calibration": {"type": "string"},
-                                       "synthetic_calibration": {"type": "boolean"}}},
+                                       "synthetic_calibration": {"type": "boolean"},
+                                       "data_quant": {"type": ["object", "null"],
+                                                      "required": ["scale", "zero_point"],
+                                                      "properties": {"scale": {"type": "number"},
+                                                                     "zero_point": {"type": "integer"}}}}},
         "model": {"type": "object",
                   "required": ["path", "bytes", "sha256", "ops", "params", "macs", "weight_bytes",
                                "activation_peak_bytes", "inputs", "outputs"],
@@ -150,6 +154,8 @@ class Compression:
     description: str
     calibration: str  # how it was calibrated, for people
     synthetic_calibration: bool  # int8 ranges came from synthetic inputs (no --data)
+    # what 8-bit --data/--val meant (build --data-quant): run and bench read raw int8 data the same way
+    data_quant: tuple[float, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -220,7 +226,10 @@ class Manifest:
             "target": target,
             "compression": {"scheme": self.compression.scheme, "description": self.compression.description,
                             "calibration": self.compression.calibration,
-                            "synthetic_calibration": self.compression.synthetic_calibration},
+                            "synthetic_calibration": self.compression.synthetic_calibration,
+                            "data_quant": None if self.compression.data_quant is None else {
+                                "scale": self.compression.data_quant[0],
+                                "zero_point": self.compression.data_quant[1]}},
             "model": {"path": m.path, "bytes": m.bytes, "sha256": m.sha256, "ops": list(m.ops), "params": m.params,
                       "macs": m.macs, "weight_bytes": m.weight_bytes,
                       "activation_peak_bytes": m.activation_peak_bytes,
@@ -266,7 +275,9 @@ class Manifest:
             input_model=InputModel(**{k: doc["input_model"][k] for k in ("path", "format", "sha256")}),
             target=TargetRef(t["id"], t["name"], t["profile_sha256"], t["runtime"], t.get("emitter"),
                              t.get("kernels")),
-            compression=Compression(c["scheme"], c["description"], c["calibration"], c["synthetic_calibration"]),
+            compression=Compression(c["scheme"], c["description"], c["calibration"], c["synthetic_calibration"],
+                                    None if c.get("data_quant") is None else
+                                    (float(c["data_quant"]["scale"]), int(c["data_quant"]["zero_point"]))),
             model=ModelSummary(m["path"], m["bytes"], m["sha256"], tuple(m["ops"]), m["params"], m["macs"],
                                m["weight_bytes"], m["activation_peak_bytes"],
                                tuple(TensorSpec.from_json(s) for s in m["inputs"]),

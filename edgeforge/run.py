@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from edgeforge.data import load_dataset, model_view
-from edgeforge.errors import ModelError
+from edgeforge.data import Dataset, InputQuant, load_dataset, model_view
+from edgeforge.errors import DataError, ModelError, UsageError
 from edgeforge.manifest import Manifest, read_manifest
 from edgeforge.hostrun import run_batch
 from edgeforge.model.tflite import ModelInfo, read_tflite
@@ -27,6 +28,65 @@ class RunResult:
     outputs: np.ndarray
     runtime: str
     samples: int
+    data_note: str = ""  # how the inputs were read (data quantization, conversion)
+
+
+def recorded_quant(manifest: Manifest) -> InputQuant | None:
+    """The data quantization the build was given (``build --data-quant``), from its manifest."""
+    q = manifest.compression.data_quant
+    return None if q is None else InputQuant(q[0], q[1])
+
+
+def _single_bin(path: Path, shape: tuple[int, ...], dtype: np.dtype, quant: InputQuant | None) -> Dataset:
+    """One raw .bin file: one or more input tensors back to back, in the model's dtype or as int8."""
+    raw = path.read_bytes()
+    elems = math.prod(shape)
+    for stored in ([dtype] + ([np.dtype(np.int8)] if dtype.itemsize != 1 and quant is not None else [])):
+        size = elems * stored.itemsize
+        if raw and len(raw) % size == 0:
+            x = np.frombuffer(raw, dtype=stored).reshape((len(raw) // size, *shape))
+            return Dataset(x, None, str(path), quant if stored.itemsize == 1 else None)
+    raise DataError(f"{path.name} holds {len(raw)} bytes, not a whole number of model inputs {list(shape)} of "
+                    f"{dtype.name} ({elems * dtype.itemsize} bytes each)",
+                    "a .bin file holds raw input tensors back to back in the model's input dtype")
+
+
+def _same(a: InputQuant, scale: float | None, zero_point: int | None) -> bool:
+    return scale is not None and abs(a.scale - scale) <= 1e-6 * max(scale, 1e-12) and a.zero_point == zero_point
+
+
+def read_inputs(path: Path, info: ModelInfo, manifest: Manifest,
+                data_quant: InputQuant | None = None) -> tuple[np.ndarray, str]:
+    """Inputs for the build's model from ``path`` (samples in the model's input dtype, [N, *sample]) and a
+    note on how they were read. See the module docstring for the convention."""
+    inp = info.input_tensors()[0]
+    sample = tuple(inp.shape[1:] if len(inp.shape) > 1 and inp.shape[0] == 1 else inp.shape)
+    scale = inp.scale[0] if inp.scale else None
+    zp = inp.zero_point[0] if inp.zero_point else None
+    recorded = recorded_quant(manifest)
+    quant, origin = (data_quant, "--data-quant") if data_quant is not None else (recorded, "recorded by the build")
+    dtype = np.dtype(inp.dtype)
+    if path.is_file() and path.suffix == ".bin":
+        ds = _single_bin(path, sample, dtype, quant)
+    else:
+        ds = load_dataset(path, sample, dtype, quant)
+    integer = ds.x.dtype.kind in "iu" and ds.x.dtype.itemsize == 1
+    if data_quant is not None and not integer:
+        raise UsageError(f"--data-quant applies to 8-bit integer data; {path.name} holds {ds.x.dtype.name} values",
+                         "drop --data-quant for real-valued data (it is quantized with the model's input parameters)")
+    if integer and quant is not None and ds.quant is None:
+        ds = replace(ds, quant=quant)  # int8 data for an int8 model: still carries its own quantization
+    x = model_view(ds, inp.dtype, scale, zp)
+    if integer and scale is None and quant is not None:
+        note = f"8-bit inputs dequantized with their data quantization ({quant.scale:g}, {quant.zero_point}; {origin})"
+    elif not integer:
+        note = "real-valued inputs" + (f", quantized with the model input's ({scale:g}, {zp})" if scale else "")
+    elif quant is None or _same(quant, scale, zp):
+        note = f"8-bit inputs in the model input's quantization ({scale:g}, {zp})" if scale else "8-bit inputs"
+    else:
+        note = (f"8-bit inputs converted from their data quantization ({quant.scale:g}, {quant.zero_point}; "
+                f"{origin}) to the model input's ({scale:g}, {zp})")
+    return x, note
 
 
 def read_build(build_dir: Path) -> tuple[Manifest, bytes, ModelInfo]:
@@ -53,17 +113,15 @@ def run_native(native_dir: Path, x: np.ndarray, out_shape: tuple[int, ...], out_
     return data.reshape((len(x), *out_shape))
 
 
-def run_build(build_dir: Path, input_path: Path) -> RunResult:
+def run_build(build_dir: Path, input_path: Path, data_quant: InputQuant | None = None) -> RunResult:
     manifest, model, info = read_build(build_dir)
     runtime = manifest.target.runtime
     inp, out = info.input_tensors()[0], info.output_tensors()[0]
-    sample = inp.shape[1:] if len(inp.shape) > 1 and inp.shape[0] == 1 else inp.shape
-    ds = load_dataset(input_path, tuple(sample), np.dtype(inp.dtype))
-    x = model_view(ds, inp.dtype, inp.scale[0] if inp.scale else None, inp.zero_point[0] if inp.zero_point else None)
+    x, note = read_inputs(input_path, info, manifest, data_quant)
     x = x.reshape((len(x), *inp.shape))
     out_sample = out.shape[1:] if len(out.shape) > 1 and out.shape[0] == 1 else out.shape
     if runtime == Runtime.NATIVE:
         y = run_native(build_dir / "native", x, tuple(out_sample), out.dtype)
     else:
         y = run_batch(model, runtime, x).reshape((len(x), *out_sample))
-    return RunResult(y, runtime, len(x))
+    return RunResult(y, runtime, len(x), note)

@@ -348,7 +348,8 @@ def make_manifest(prepared: Prepared, target: Target, analysis: Analysis, accura
                   checks: tuple[Verdict, ...], files: dict[str, bytes], warnings: list[str], *, fits: bool,
                   emitter: str | None = None, kernels: str | None = None, espidf: dict[str, Any] | None = None,
                   native: dict[str, Any] | None = None, search: dict[str, Any] | None = None,
-                  latency_alternatives: list[dict[str, Any]] | None = None) -> Manifest:
+                  latency_alternatives: list[dict[str, Any]] | None = None,
+                  data_quant: InputQuant | None = None) -> Manifest:
     est = analysis.estimates
     assert est is not None
     info = prepared.info
@@ -357,7 +358,8 @@ def make_manifest(prepared: Prepared, target: Target, analysis: Analysis, accura
         input_model=InputModel(model_display(prepared.source), prepared.source.format, prepared.source.sha256),
         target=TargetRef(target.id, target.name, target.profile_hash, prepared.runtime, emitter, kernels or None),
         compression=Compression(prepared.scheme, compression_label(prepared), prepared.calibration,
-                                prepared.synthetic_calibration),
+                                prepared.synthetic_calibration,
+                                None if data_quant is None else (data_quant.scale, data_quant.zero_point)),
         model=ModelSummary("model.tflite", len(prepared.model), sha256(prepared.model), tuple(info.op_names),
                            analysis.total_params, analysis.total_macs, analysis.weight_bytes,
                            analysis.activation_peak_bytes, tuple(TensorSpec.of(t) for t in info.input_tensors()),
@@ -443,7 +445,7 @@ def emit(prepared: Prepared, target: Target, opts: BuildOptions, analysis: Analy
                              espidf=espidf.manifest_entry(target.data, espidf_model_bytes(prepared, analysis, native))
                              if project == "espidf" else None,
                              native=native.to_json(arena.total if arena else None) if native is not None else None,
-                             search=search, latency_alternatives=latency_alternatives)
+                             search=search, latency_alternatives=latency_alternatives, data_quant=opts.data_quant)
     return manifest, files
 
 

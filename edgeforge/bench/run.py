@@ -16,13 +16,13 @@ import numpy as np
 from edgeforge.bench.firmware import IMAGES, build_image
 from edgeforge.bench.protocol import CHUNK, DutClient
 from edgeforge.bench.session import BenchReport, run_session
-from edgeforge.data import load_dataset, model_view
+from edgeforge.data import InputQuant
 from edgeforge.device.boards import BOARDS, RunningBoard, host_sim, process_board, qemu_cortex_m4, ssh_command
 from edgeforge.device.transport import DeviceError, SerialTransport
 from edgeforge.errors import UsageError
 from edgeforge.events import NullReporter, Reporter
 from edgeforge.manifest import Manifest
-from edgeforge.run import read_build, run_native
+from edgeforge.run import read_build, read_inputs, run_native
 from edgeforge.target import load_registry
 from edgeforge.runtimes import Runtime
 
@@ -96,25 +96,27 @@ def _identify(client: DutClient, want: str, build_dir: Path, reads: int = 4) -> 
                       f"flash this build first: edgeforge flash {build_dir}")
 
 
-def _inputs(path: Path | None, info: Any, count: int) -> np.ndarray:
+def _inputs(path: Path | None, info: Any, count: int, manifest: dict[str, Any],
+            data_quant: InputQuant | None = None) -> np.ndarray:
     inp = info.input_tensors()[0]
     sample = inp.shape[1:] if len(inp.shape) > 1 and inp.shape[0] == 1 else inp.shape
     if path is None:
+        if data_quant is not None:
+            raise UsageError("--data-quant describes --input data", "add --input, or drop --data-quant")
         rng = np.random.default_rng(0)
         lo, hi = (-128, 128) if inp.dtype == "int8" else (0, 256)
         return rng.integers(lo, hi, (count, *sample)).astype(np.dtype(inp.dtype))
-    ds = load_dataset(path, tuple(sample), np.dtype(inp.dtype))
-    x = model_view(ds, inp.dtype, inp.scale[0] if inp.scale else None, inp.zero_point[0] if inp.zero_point else None)
+    x, _ = read_inputs(path, info, manifest, data_quant)  # the same input convention as `edgeforge run`
     return x[:count]
 
 
 def bench_build(build_dir: Path, board: str | None, port: str | None, runs: int, warmup: int,
                 input_path: Path | None, count: int, reporter: Reporter | None = None,
-                baud: int | None = None) -> BenchOutcome:
+                baud: int | None = None, data_quant: InputQuant | None = None) -> BenchOutcome:
     reporter = reporter or NullReporter()
     manifest, model, info = read_build(build_dir)
     target = load_registry().get(manifest.target.id)
-    x = _inputs(input_path, info, count)
+    x = _inputs(input_path, info, count, manifest, data_quant)
     out = info.output_tensors()[0]
     out_sample = out.shape[1:] if len(out.shape) > 1 and out.shape[0] == 1 else out.shape
     if manifest.target.runtime == Runtime.NATIVE:

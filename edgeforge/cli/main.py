@@ -151,6 +151,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="labelled training data: fine-tune the best pruned/int4 candidates (Keras models)")
     g.add_argument("--epochs", type=_at_least(1), default=5, metavar="N",
                    help="fine-tuning epochs with --train (default 5)")
+    g.add_argument("--distill", choices=("auto", "always", "never"), default="auto",
+                   help="train smaller students of the source (Keras, SavedModel, float .tflite) against its "
+                        "outputs: auto when nothing post-training fits and --data is given (default auto)")
+    g.add_argument("--distill-minutes", type=POSITIVE, default=3.0, metavar="M",
+                   help="wall-time budget of distillation, all students together (default 3)")
     g = b.add_argument_group("measuring on a board")
     g.add_argument("--measure", action="store_true",
                    help="with --board: flash the best candidates and decide on measured latency")
@@ -165,6 +170,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("build_dir", type=Path, help="the --out folder of `edgeforge build`")
     r.add_argument("--input", "-i", type=Path, required=True,
                    help="inputs: .npy, .npz (x) or a folder of .bin, in the model's input dtype (a batch)")
+    r.add_argument("--data-quant", metavar="SCALE,ZERO_POINT",
+                   help="8-bit input data means SCALE*(q-ZERO_POINT) (default: what the build recorded, else the "
+                        "model input's quantization); converted to the model input's quantization")
     r.add_argument("--output", "-o", type=Path, default=None,
                    help="where to write the outputs as .npy (default BUILD_DIR/outputs.npy, not the working "
                         "directory)")
@@ -187,6 +195,8 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--warmup", type=_at_least(0), default=1, help="untimed inferences first (default 1)")
     bn.add_argument("--input", type=Path, help="inputs (.npy/.npz/.bin folder); default: seeded random inputs")
     bn.add_argument("--count", type=_at_least(1), default=5, help="how many inputs to bench (default 5)")
+    bn.add_argument("--data-quant", metavar="SCALE,ZERO_POINT",
+                    help="8-bit --input data means SCALE*(q-ZERO_POINT) (default: what the build recorded)")
     bn.add_argument("--baud", type=_at_least(1), help="serial speed (default: the target profile's)")
     calibrate_cli.add_parser(sub, common, EPILOG)
     doctor_cli.add_parser(sub, common, EPILOG)
@@ -325,7 +335,8 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
                         input_std=args.input_std, template_dirs=tuple(args.templates_dir),
                         single_rounding=args.rounding == "single", emitter=args.emitter,
                         search=SearchOptions(args.search, args.recipe, args.board if args.measure else None,
-                                             args.port, args.train, args.epochs))
+                                             args.port, args.train, args.epochs, args.distill,
+                                             args.distill_minutes))
     if args.measure and not args.board:
         raise UsageError("--measure needs --board", "e.g. --measure --board qemu-cortex-m4")
     if args.rounding == "single" and not Runtime(args.runtime or target.runtime).selectable_rounding:
@@ -375,7 +386,9 @@ def cmd_build(args: argparse.Namespace, c: Console) -> int:
             cl = result.search["closest"]
             c.err(f"nothing fits: closest candidate {cl['id']} ({result.search['recipe']}) misses "
                   + ", ".join(f"{k} by {v}" for k, v in cl["misses"].items()) + f"; see {out}/report.html")
-        c.err(f"closest result: this {m.compression.scheme} build in {out}/ "
+        held = (f"this build ({result.search['layers']})" if result.search is not None and result.search.get("layers")
+                else f"this {m.compression.scheme} build")  # a held search build is int4/pruned, not int8
+        c.err(f"closest result: {held} in {out}/ "
               f"(flash {m.estimates.flash_bytes} B, RAM {m.estimates.ram_bytes} B, "
               f"latency {m.estimates.latency_ms} ms)")
         c.err("hint: " + (faster_hint(m, target.id) + "; or " if m.latency_alternatives else "")
@@ -389,7 +402,7 @@ def cmd_run(args: argparse.Namespace, c: Console) -> int:
 
     from edgeforge.run import run_build
 
-    result = run_build(args.build_dir, args.input)
+    result = run_build(args.build_dir, args.input, _data_quant(args.data_quant))
     if args.output is None:
         args.output = args.build_dir / "outputs.npy"
     try:
@@ -397,12 +410,13 @@ def cmd_run(args: argparse.Namespace, c: Console) -> int:
     except OSError as exc:
         raise UsageError(f"cannot write {args.output}: {exc.strerror}", "choose another --output") from None
     doc = {"output": str(args.output), "runtime": result.runtime, "samples": result.samples,
-           "shape": list(result.outputs.shape), "dtype": str(result.outputs.dtype)}
+           "shape": list(result.outputs.shape), "dtype": str(result.outputs.dtype), "inputs": result.data_note}
     if c.json:
         c.out(json.dumps(doc, indent=2, sort_keys=True))
     else:
         c.out(f"ran {result.samples} input(s) with the {result.runtime} runtime on this machine -> {args.output} "
               f"({result.outputs.dtype} {list(result.outputs.shape)})")
+        c.out(f"inputs:    {result.data_note}")
     return 0
 
 
@@ -434,10 +448,10 @@ def cmd_bench(args: argparse.Namespace, c: Console) -> int:
         with rig.lock(args.board) as rb:
             kw = rb.bench_args()
             outcome = bench_build(args.build_dir, kw["board"], kw["port"], args.runs, args.warmup, args.input,
-                                  args.count, CliReporter(c), args.baud or kw["baud"])
+                                  args.count, CliReporter(c), args.baud or kw["baud"], _data_quant(args.data_quant))
     else:
         outcome = bench_build(args.build_dir, args.board, args.port, args.runs, args.warmup, args.input,
-                              args.count, CliReporter(c), args.baud)
+                              args.count, CliReporter(c), args.baud, _data_quant(args.data_quant))
     d = outcome.doc
     code = ExitCode.OK
     if not outcome.outputs_match:

@@ -25,6 +25,7 @@ class Compressed:
     bits: int
     bias_shift: np.ndarray | None = None  # real-valued correction subtracted from each output's bias
     per_tensor: bool = False  # one scale for the whole filter (written as a single quantization scale)
+    dead: np.ndarray | None = None  # structured pruning: output channels removed (their bias is zeroed too)
 
     @property
     def density(self) -> float:
@@ -68,10 +69,17 @@ def compress_layer(layer: WeightLayer, choice: LayerChoice, mean_in: np.ndarray 
     return replace(comp, bias_shift=output_error(layer, delta, mean_in))
 
 
+def _dead(layer: WeightLayer, choice: LayerChoice, keep: np.ndarray) -> np.ndarray | None:
+    if not choice.structured or choice.sparsity <= 0:
+        return None
+    return ~np.moveaxis(keep, layer.channel_axis, 0).reshape(layer.channels, -1).any(axis=1)
+
+
 def _compress(layer: WeightLayer, choice: LayerChoice) -> Compressed:
     keep = prune_mask(layer, choice)
+    dead = _dead(layer, choice, keep)
     if choice.bits == 8:
-        return Compressed(np.where(keep, layer.values, 0).astype(np.int8), layer.scales, 8)
+        return Compressed(np.where(keep, layer.values, 0).astype(np.int8), layer.scales, 8, dead=dead)
     real = np.where(keep, layer.real(), 0.0)
     axes = tuple(i for i in range(real.ndim) if i != layer.channel_axis)
     # keep the source's granularity, except for FULLY_CONNECTED: TFLite Micro (which the native runtime
@@ -79,7 +87,7 @@ def _compress(layer: WeightLayer, choice: LayerChoice) -> Compressed:
     per_tensor = bool(np.all(layer.scales == layer.scales[0])) or layer.op == FULLY_CONNECTED
     scales = _int4_scales(real, axes, per_tensor, layer)
     q = np.clip(np.round(real / scales.reshape(_channel_shape(layer))), -INT4_MAX, INT4_MAX)
-    return Compressed(np.where(keep, q, 0).astype(np.int8), scales, 4, per_tensor=per_tensor)
+    return Compressed(np.where(keep, q, 0).astype(np.int8), scales, 4, per_tensor=per_tensor, dead=dead)
 
 
 #: clipping ratios tried for int4 scales: with 15 levels, clipping the largest weights a little
@@ -106,7 +114,8 @@ def _int4_scales(real: np.ndarray, axes: tuple[int, ...], per_tensor: bool, laye
 def apply_recipe(model: bytes, layers: list[WeightLayer], recipe: Recipe,
                  cache: dict[tuple[int, LayerChoice], Compressed] | None = None,
                  means: dict[int, np.ndarray] | None = None) -> bytes:
-    """``model`` with every layer of ``recipe`` compressed; layers the recipe does not name are untouched."""
+    """``model`` with every layer of ``recipe`` compressed; layers the recipe does not name are untouched.
+    Output channels that structured pruning zeroed leave the graph (``edgeforge.compress.channels``)."""
     if not recipe.layers:
         return model
     tree = unpack(model)
@@ -121,7 +130,12 @@ def apply_recipe(model: bytes, layers: list[WeightLayer], recipe: Recipe,
             if cache is not None:
                 cache[key] = comp
         _write_layer(tree, sg, layer, comp)
-    return pack(tree)
+    out = pack(tree)
+    if any(c.structured and c.sparsity > 0 for _, c in recipe.layers):
+        from edgeforge.compress.channels import remove_dead_channels
+
+        out = remove_dead_channels(out)
+    return out
 
 
 def prune_all(model: bytes, sparsity: float) -> bytes:
@@ -158,7 +172,8 @@ def _write_layer(tree: Any, sg: Any, layer: WeightLayer, comp: Compressed) -> No
         q.scale, q.zeroPoint, q.quantizedDimension = [float(comp.scales[0])], [0], 0
     elif not np.array_equal(comp.scales, layer.scales):
         q.scale = [float(s) for s in comp.scales]
-    if layer.bias_tensor is None or (comp.bias_shift is None and np.array_equal(comp.scales, layer.scales)):
+    if layer.bias_tensor is None or (comp.bias_shift is None and comp.dead is None
+                                     and np.array_equal(comp.scales, layer.scales)):
         return
     # the int32 bias is stored at input_scale * filter_scale: move it to the new filter scale and
     # subtract the mean output error (both in real units)
@@ -170,6 +185,8 @@ def _write_layer(tree: Any, sg: Any, layer: WeightLayer, comp: Compressed) -> No
     if comp.bias_shift is not None:
         real = real - comp.bias_shift
     new = np.clip(np.round(real / (in_scale * np.resize(comp.scales, old.size))), -(2**31), 2**31 - 1)
+    if comp.dead is not None and comp.dead.size == new.size:
+        new[comp.dead] = 0  # a removed channel outputs exactly its zero point: removable without a trace
     bbuf.data = new.astype(np.int32).view(np.uint8).copy()
     bq = b.quantization
     if bq is not None and bq.scale is not None and len(bq.scale):

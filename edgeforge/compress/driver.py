@@ -33,6 +33,8 @@ class SearchOptions:
     measure_port: str | None = None
     train: Path | None = None  # --train DATA: fine-tune pruned/int4 candidates (Keras sources)
     epochs: int = 5
+    distill: str = "auto"  # auto: train students when nothing post-training fits (Keras source, real data)
+    distill_minutes: float = 3.0  # wall-time budget of all students together
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,14 @@ class Outcome:
 
 
 def base_flash(info: ModelInfo, model: bytes, runtime: str) -> int:
-    """Model flash of the uncompressed int8 model: its weights for the native runtime (what the
-    emitter stores: filters and biases), the flatbuffer for interpreters."""
-    return len(model) if Runtime(runtime).flash_holds_flatbuffer else info.weight_bytes
+    """Model flash of the uncompressed model: for the native runtime its weights as the emitter stores
+    them (filters sparse where ``edgeforge.native.sparse`` says that is smaller, so zeros already in
+    the source count as saved; biases and other constants as they are), the flatbuffer for interpreters."""
+    if Runtime(runtime).flash_holds_flatbuffer:
+        return len(model)
+    from edgeforge.cost.candidate import native_weight_bytes
+
+    return native_weight_bytes(info, model)
 
 
 def wanted(opts: SearchOptions, runtime: str, scheme: str, flash: int, latency_ms: float | None,
@@ -93,27 +100,38 @@ def replay(model: bytes, info: ModelInfo, path: Path, screen: Dataset | None, fi
 def search(model: bytes, info: ModelInfo, float_model: tuple[bytes, ModelInfo] | None, screen: Dataset,
            val: Dataset, target: Target, runtime: str, budget: Budget, base_ram: int, ram_exact: Any,
            report_ctx: dict[str, Any], reporter: Reporter, measure: Any = None, finetune: Any = None,
-           training: str = "post-training only (no --train data given)") -> Outcome:
+           training: str = "post-training only (no --train data given)", used: tuple[Dataset, ...] = (),
+           distill: Any = None, distill_always: bool = False) -> Outcome:
+    """Search; ``val`` is split into a selection part and a held-out report part that shares no sample
+    with ``used`` (calibration, screening and training inputs)."""
+    from edgeforge.compress.holdout import split
+
     layers: list[WeightLayer] = weight_layers(model, info)
     if not layers:
         raise UsageError("the model has no int8 CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED filters to compress",
                          "build without --search")
     space = load_space(target.data.get("search"))
-    inputs = SearchInputs(model, info, layers, float_model, screen.head(space.screen_samples), val, budget, runtime,
+    screened = screen.head(space.screen_samples)
+    parts = split(val, [screened, *used])
+    inputs = SearchInputs(model, info, layers, float_model, screened, parts.selection, budget, runtime,
                           target, space, base_flash(info, model, runtime), base_ram, ram_exact, measure, finetune,
-                          training)
+                          training, parts.report, parts.note, distill, distill_always)
     result = Search(inputs, reporter).run()
     pick: Candidate | None = result.chosen or result.closest
     assert pick is not None
+    sel = parts.selection
     doc = search_document(result, layers, budget, report_ctx["model"], report_ctx["target"],
-                          f"TFLite Micro (bit-exact with the native runtime) on {len(val)} samples of {val.source}",
+                          f"TFLite Micro (bit-exact with the native runtime) on {len(sel)} samples of {sel.source}",
                           training)
-    files = {"report.html": render_html(doc), "report.json": render_json(doc), "recipe.toml":
-             pick.recipe.to_toml().encode()}
-    summary = _summary(doc, pick, pick.recipe.summary(layer_names(layers)))
+    files = {"report.html": render_html(doc), "report.json": render_json(doc)}
+    if pick.kind != "distilled":  # a student is a new model, not a recipe on this one: no recipe to replay
+        files["recipe.toml"] = pick.recipe.to_toml().encode()
+    summary = _summary(doc, pick, pick.recipe.name if pick.kind == "distilled"
+                       else pick.recipe.summary(layer_names(layers)))
     if measure is not None:
         summary["measured_on"] = report_ctx.get("board")
-    return Outcome(pick.model, read_tflite(pick.model, "the compressed model"), pick.recipe, pick.accuracy, result,
+    accuracy = pick.held_out if pick.held_out is not None else pick.accuracy  # the honest figure when there is one
+    return Outcome(pick.model, read_tflite(pick.model, "the compressed model"), pick.recipe, accuracy, result,
                    pick.measured_ms, files, summary)
 
 
@@ -124,6 +142,7 @@ _TABLE_KEYS = ("id", "name", "summary", "flash_bytes", "ram_bytes", "latency_ms"
 def _summary(doc: dict[str, Any], pick: Candidate, layers: str) -> dict[str, Any]:
     """What the manifest and the CLI show of a search: the choice and a compact table of every candidate."""
     return {"chosen": doc["chosen"], "closest": doc["closest"], "binding": doc["binding"],
+            "held_out": doc.get("held_out"),
             "candidates": len(doc["candidates"]), "recipe": pick.recipe.name, "layers": layers,
             "flash_bytes": pick.cost.flash_bytes, "saved": pick.cost.to_json()["saved"], "report": "report.html",
             "table": [{k: r[k] for k in _TABLE_KEYS} for r in doc["candidates"]]}

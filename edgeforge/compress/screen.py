@@ -88,7 +88,15 @@ class Screener:
         y = dequantize(np.stack(ys), out_t).reshape(len(self.x), -1)
         return y, dequantize(np.stack(zs), self.logits).reshape(len(self.x), -1)
 
-    def score(self, model: bytes) -> Score:
+    def score(self, model: bytes, info: ModelInfo | None = None) -> Score:
+        """Screen ``model``: a variant of the int8 model, or (``info`` given) another model with the same
+        input and output, e.g. a distilled student, whose noise is then measured on its outputs."""
+        if info is not None and info is not self.info:
+            y = dequantize(run_batch(model, self.runtime, self.x), info.output_tensors()[0]).reshape(len(self.x), -1)
+            top1 = float(np.mean(y.argmax(axis=1) == self.ds.y)) if self.ds.y is not None else None
+            sq = _finite(sqnr_db(self.ref, y)) if self.ref is not None else None
+            power = float(np.sum((self.base - self.base.mean(axis=1, keepdims=True)) ** 2)) or 1.0
+            return Score(top1, sq, float(np.sum((y - self.base) ** 2)) / power)
         y, z = self._run(model)
         top1 = float(np.mean(y.argmax(axis=1) == self.ds.y)) if self.ds.y is not None else None
         sq = _finite(sqnr_db(self.ref, y)) if self.ref is not None else None

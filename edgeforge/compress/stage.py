@@ -70,8 +70,42 @@ def maybe_search(model_path: Path, prepared: Prepared, ds: Dataset | None, val: 
     ctx = {"model": {"name": prepared.source.name, "sha256": prepared.source.sha256},
            "target": {"id": target.id, "name": target.name, "runtime": runtime},
            "board": opts.search.measure_board}
+    used = [ds.head(opts.calib_samples)]  # what calibration saw: never part of the held-out report part
+    if opts.search.train is not None:
+        used.append(load_dataset(opts.search.train, prepared.sample_shape, np.dtype(prepared.data_dtype),
+                                 opts.data_quant))
+    distill, always = distiller(prepared, ds, opts, reporter)
     return driver.search(prepared.model, prepared.info, prepared.float_model, ds, val, target, runtime, budget,
-                         base_ram, ram_exact, ctx, reporter, measurer(target, opts), finetune, training), prepared
+                         base_ram, ram_exact, ctx, reporter, measurer(target, opts), finetune, training,
+                         tuple(used), distill, always), prepared
+
+
+def distiller(prepared: Prepared, ds: Dataset, opts: BuildOptions,
+              reporter: Reporter) -> tuple[Callable[[Dataset | None], list[Any]] | None, bool]:
+    """``--distill auto|always|never``: students of a Keras source trained on the --train data, else the
+    --data inputs (auto: only when real data was given, and only if nothing post-training fits)."""
+    mode = opts.search.distill
+    teachable = prepared.source.format in ("keras", "h5") or prepared.float_model is not None
+    if mode == "never" or (mode == "auto" and (not teachable or opts.data is None)):
+        return None, False
+    if not teachable:
+        raise UsageError(f"--distill needs a float teacher; {prepared.source.path.name} is already quantized",
+                         "pass the float model (Keras, SavedModel or float .tflite), or drop --distill")
+    from edgeforge.compress.distill import distill
+
+    data = ds
+    if opts.search.train is not None:
+        data = load_dataset(opts.search.train, prepared.sample_shape, np.dtype(prepared.data_dtype), opts.data_quant)
+    calib = float_view(ds.head(opts.calib_samples))
+
+    def run(held_out: Dataset | None) -> list[Any]:
+        from edgeforge.compress.holdout import without
+
+        # students never train on the held-out report part: the reported figure stays unseen
+        return distill(prepared.source, without(data, held_out), calib, opts.search.distill_minutes, reporter,
+                       float_model=prepared.float_model)
+
+    return run, mode == "always"
 
 
 def finetuner(prepared: Prepared, ds: Dataset, opts: BuildOptions,

@@ -72,6 +72,20 @@ class FlashModel:
         return self.fixed + sum(s.stored_bytes for s in stored.values())
 
 
+def native_weight_bytes(info: ModelInfo, model: bytes) -> int:
+    """Exactly the weights the native emitter stores for ``model``: filters dense or sparse, whichever
+    ``edgeforge.native.sparse`` picks (zeros already in a source count as saved), plus biases and the
+    other constant tensors as they are."""
+    from edgeforge.compress.layers import WEIGHT_OPS, weight_layers
+    from edgeforge.native.sparse import weight_storage
+
+    filters = {op.inputs[1] for op in info.ops if op.op in WEIGHT_OPS and len(op.inputs) > 1 and op.inputs[1] >= 0}
+    other = sum(t.nbytes for t in info.tensors if t.is_constant and t.index not in filters)
+    stored = {la.filter_tensor: weight_storage(la.values, 4 if info.tensors[la.filter_tensor].dtype == "int4" else 8,
+                                               la.op).stored_bytes for la in weight_layers(model, info)}
+    return other + sum(stored.get(i, info.tensors[i].nbytes) for i in filters if info.tensors[i].is_constant)
+
+
 @dataclass(frozen=True)
 class CandidateCost:
     flash_bytes: int

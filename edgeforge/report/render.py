@@ -394,7 +394,10 @@ def svg_data_uri(svg: str) -> str:
 # ---------------------------------------------------------------------------------------------- HTML
 
 def _recipe(cand: Mapping[str, Any], names: Mapping[int, str]) -> str:
-    """Per-layer recipe, one 'name: int4, 50% pruned (structured)' item per weight layer, by layer index."""
+    """Per-layer recipe, one 'name: int4, 50% pruned (structured)' item per weight layer, by layer index; for a
+    distilled student, how it was made."""
+    if cand.get("kind") == "distilled":
+        return str(cand.get("how") or "")
     parts = []
     layers = cand.get("layers") or {}
     for key in sorted(layers, key=lambda k: (int(k) if str(k).isdigit() else math.inf, str(k))):
@@ -503,6 +506,22 @@ def _figures(doc: Mapping[str, Any], c: Mapping[str, Any]) -> str:
             f"latency {_ms(c.get('latency_ms'))}, {acc}")
 
 
+def _held_out_notes(doc: Mapping[str, Any]) -> list[str]:
+    """The reported figure: top-1 on the held-out report part with its 95 % interval, next to int8's."""
+    h = doc.get("held_out")
+    if not isinstance(h, Mapping) or not isinstance(h.get("candidate"), Mapping):
+        return []
+
+    def fig(part: Any) -> str:
+        if not isinstance(part, Mapping) or _num(part.get("top1")) is None:
+            return DASH
+        ci = part.get("top1_ci95") or [None, None]
+        return f"{_pct(part.get('top1'))} (95 % interval {_pct(ci[0])}–{_pct(ci[1])})"
+
+    return [f"held out: {h.get('id')} scores top-1 {fig(h.get('candidate'))} on {h.get('samples')} inputs the search "
+            f"never chose on; the unchanged int8 model {fig(h.get('int8'))}: {h.get('verdict') or DASH}"]
+
+
 def context(doc: Mapping[str, Any]) -> dict[str, Any]:
     """Everything the template shows, already formatted (the template only escapes and lays out)."""
     doc = canonical(doc)  # NaN/inf become None, so every formatter sees one kind of "unknown"
@@ -528,7 +547,7 @@ def context(doc: Mapping[str, Any]) -> dict[str, Any]:
         "training": str(doc.get("training") or ""),
         "evaluation": [{"stage": str(k), "how": str(v)} for k, v in sorted(evaluation.items())],
         "verdict": _verdict(doc),
-        "notes": [str(n) for n in doc.get("notes") or []],
+        "notes": _held_out_notes(doc) + [str(n) for n in doc.get("notes") or []],
         "plot": {
             "src": svg_data_uri(svg),
             "alt": f"Pareto plot for {model_name}: model flash (KiB) against {_metric_axis_label(metric)}, "

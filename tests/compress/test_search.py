@@ -81,6 +81,17 @@ def test_a_recipe_file_names_only_weight_layers(tmp_path: Path) -> None:
         read_recipe(path, [0, 1])
 
 
+def _labelled(tiny: Path, path: Path, n: int = 120, seed: int = 1) -> Path:
+    """Real-valued inputs labelled by the int8 model itself (so top-1 measures fidelity to it)."""
+    model, info, _ = _layers(tiny)
+    inp = info.input_tensors()[0]
+    x = np.random.default_rng(seed).standard_normal((n, *inp.shape[1:])).astype(np.float32)
+    q = np.clip(np.round(x / inp.scale[0]) + inp.zero_point[0], -128, 127).astype(np.int8)
+    y = run_batch(model, "tflm", q.reshape(n, *inp.shape)).reshape(n, -1).argmax(axis=1)
+    np.savez(path, x=q, y=y)
+    return path
+
+
 def _search(cli, tiny: Path, out: Path, *extra: object):  # noqa: ANN001, ANN202
     return cli("build", tiny, "--target", "cortex-m4", "--runtime", "native", "--search", "always", "--out", out,
                "--json", *extra)
@@ -139,7 +150,9 @@ def test_measure_decides_latency_on_the_board(cli, tiny: Path, tmp_path: Path) -
 
     if shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None:
         pytest.skip("needs qemu-system-arm and arm-none-eabi-gcc (make toolchain)")
-    r = _search(cli, tiny, tmp_path / "o", "--measure", "--board", "qemu-cortex-m4")
+    val = _labelled(tiny, tmp_path / "val.npz")
+    r = _search(cli, tiny, tmp_path / "o", "--measure", "--board", "qemu-cortex-m4", "--val", val,
+                "--max-accuracy-drop", "0.5")
     assert r.code == 0, r.err
     doc = json.loads(r.out)
     report = json.loads((tmp_path / "o" / "report.json").read_text())

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeforge.data import InputQuant, load_dataset, model_view
-from edgeforge.model.tflite import read_tflite
+from edgeforge.data import InputQuant, load_dataset
 from tests.conftest import FULL
 
 pytestmark = pytest.mark.mlperf
@@ -37,22 +36,22 @@ def test_kws_fits_60_percent_of_its_int8_weight_bytes_and_keeps_accuracy(cli, ml
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     chosen = next(c for c in report["candidates"] if c["id"] == report["chosen"])
     assert chosen["flash_bytes"] <= budget and m["estimates"]["flash_bytes"] == chosen["flash_bytes"]
-    assert chosen["verified"]["samples"] == 500 and chosen["accuracy"] >= 0.87
-    assert m["accuracy"]["top1"] == chosen["accuracy"]
+    held = report["held_out"]  # selection on one part of kws01, the reported figure from the other
+    assert chosen["verified"]["samples"] + held["samples"] == 500 and held["samples"] >= 200
+    assert chosen["accuracy"] >= 0.87 and held["candidate"]["top1"] >= 0.85
+    assert m["accuracy"]["top1"] == held["candidate"]["top1"]
     assert chosen["saved"]["int4_bytes"] > 0
     assert m["native"]["weights"]["stored_bytes"] < m["native"]["weights"]["int8_dense_bytes"]
 
-    # the generated C, compiled for this machine, reproduces the reported accuracy on the same inputs
-    info = read_tflite((tmp_path / "o" / "model.tflite").read_bytes())
-    inp = info.input_tensors()[0]
-    # read as the build read them (the SavedModel takes float32), then quantized to the model's input
-    ds = load_dataset(mlperf / "samples" / "kws01", tuple(inp.shape[1:]), np.dtype("float32"),
-                      InputQuant(0.584703, 83))
-    np.save(tmp_path / "x.npy", model_view(ds, "int8", inp.scale[0], inp.zero_point[0]))
-    run = cli("run", tmp_path / "o", "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy")
+    # the generated C, compiled for this machine, reproduces the reported accuracy on the same inputs: the raw
+    # kws01 folder goes to `run` as is (it converts from the data quantization the build recorded)
+    ds = load_dataset(mlperf / "samples" / "kws01", (49, 10, 1), np.dtype("float32"), InputQuant(0.584703, 83))
+    run = cli("run", tmp_path / "o", "--input", mlperf / "samples" / "kws01", "--output", tmp_path / "y.npy")
     assert run.code == 0, run.err
+    assert "converted from their data quantization (0.584703, 83; recorded by the build)" in run.out
     y = np.load(tmp_path / "y.npy").reshape(len(ds), -1)
-    assert float(np.mean(y.argmax(axis=1) == ds.y)) == chosen["accuracy"]
+    right = round(chosen["accuracy"] * chosen["verified"]["samples"]) + round(held["candidate"]["top1"] * held["samples"])
+    assert int(np.sum(y.argmax(axis=1) == ds.y)) == right
 
 
 @pytest.mark.parametrize("runtime", ["tflm", "native"] if FULL else ["tflm"])
