@@ -92,7 +92,7 @@ static inline int32_t ef_dot8(const int8_t* restrict w, const int16_t* restrict 
     return s;
 }
 
-static int32_t ef_dot_s8(const int8_t* restrict w, const int16_t* restrict x, int32_t n) {
+static inline int32_t ef_dot_s8(const int8_t* restrict w, const int16_t* restrict x, int32_t n) {
     int32_t acc = 0;
     int32_t k = 0;
     for (; k + 64 <= n; k += 64) {
@@ -248,6 +248,29 @@ static void ef_tile_store(const ef_conv_params* p, const int32_t* acc, int32_t o
             }
         }
     }
+}
+
+/* ef_mbqm(x, m, e) for a prepared (m, e), exact in double-rounding mode whenever m != INT32_MIN (never produced by
+ * QuantizeMultiplier), in 32-bit steps a Cortex-M does in about ten instructions (SMLAL, shifts, one compare) where
+ * ef_rq_apply shifts a 64-bit value by a variable amount: v = SRDHM(x << ls, m) = floor((x * m + 2^30) / 2^31),
+ * then RDBPOT(v, k) = (v >> k) + ((v & mask) > (mask >> 1) + [v < 0]) (INT8_REFERENCE 4). */
+typedef struct {
+    int32_t m, ls, k, mask;
+} ef_rq32;
+
+static inline ef_rq32 ef_rq32_prepare(int32_t m, int32_t e) {
+    ef_rq32 r;
+    r.m = m;
+    r.ls = e > 0 ? e : 0;
+    r.k = e > 0 ? 0 : -e;
+    r.mask = (int32_t)(((uint32_t)1 << r.k) - 1u);
+    return r;
+}
+
+static inline int32_t ef_rq32_apply(const ef_rq32* r, int32_t x) {
+    const int64_t p = (int64_t)ef_wshl(x, r->ls) * (int64_t)r->m + ((int64_t)1 << 30);
+    const int32_t v = (int32_t)(((uint32_t)p >> 31) | ((uint32_t)((uint64_t)p >> 32) << 1));
+    return (v >> r->k) + ((v & r->mask) > (r->mask >> 1) + (int32_t)((uint32_t)v >> 31) ? 1 : 0);
 }
 
 #endif /* EF_CONV_COMMON_H */
