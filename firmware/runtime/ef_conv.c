@@ -33,6 +33,14 @@
 #include "ef_kernels.h"
 #include "ef_conv_common.h"
 
+/* Cortex-M cores with the DSP extension (M4, M7, M33, M55): the int8 DSP paths below by default. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__ARMEL__) && defined(__GNUC__) && \
+    defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M'
+#define EF_DSP_MCU 1
+#else
+#define EF_DSP_MCU 0
+#endif
+
 /* Tiling, compile-time (override with -D; tests/native/test_native_tiling.py runs several). Stack: about
  * EF_NPIX * (2 * EF_KC + 4 * EF_OT) bytes for CONV/FC, 28 * EF_DWV for DEPTHWISE (MCU defaults: ~0.6 KB); int4:
  * DEPTHWISE EF_DW4V * (EF_DW4K + 32) (MCU: ~0.3 KB, the frame ~0.5 KB at -Os against 0.36 KB for int8), CONV/FC
@@ -40,13 +48,13 @@
  * Cores with vector units (SSE2, NEON) gain most from 4 pixels per filter pass and long chunks; scalar MCUs
  * (Cortex-M) default to one pixel, four filter rows per pass, and a small stack. */
 #ifndef EF_KC
-#define EF_KC (EF_VECTOR_HOST ? 128 : 64) /* im2col chunk per pixel, int16 elements; a multiple of 8 */
+#define EF_KC (EF_VECTOR_HOST ? 128 : EF_DSP_MCU ? 128 : 64) /* im2col chunk per pixel, int16 elements; a multiple of 8 */
 #endif
 #ifndef EF_NPIX
 #define EF_NPIX (EF_VECTOR_HOST ? 4 : 1) /* output pixels per filter pass: 1 or 4 */
 #endif
 #ifndef EF_OT
-#define EF_OT (EF_VECTOR_HOST ? 32 : 16) /* output channels accumulated together */
+#define EF_OT (EF_VECTOR_HOST ? 32 : EF_DSP_MCU ? 64 : 16) /* output channels accumulated together */
 #endif
 #ifndef EF_DWV
 #define EF_DWV (EF_VECTOR_HOST ? 16 : 8) /* depthwise: channels per step */
@@ -75,11 +83,7 @@
 #endif
 /* int8 DEPTHWISE_CONV_2D / CONV_2D / FC with the DSP extension: SXTB16 + SMLAD / SMLABB (-DEF_DSP8=0: portable) */
 #ifndef EF_DSP8
-#if EF_ARM_DSP && defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M' /* A-profile cores have NEON */
-#define EF_DSP8 1
-#else
-#define EF_DSP8 0
-#endif
+#define EF_DSP8 EF_DSP_MCU /* not on A-profile cores: they have NEON */
 #endif
 #if (EF_S4_DSP || EF_DSP8) && !EF_ARM_DSP
 #error "EF_S4_DSP / EF_DSP8 need the Arm DSP extension"
