@@ -379,32 +379,37 @@ static void ef_rows_dsp(const int8_t* filter, int32_t K, int32_t total, int32_t 
 #endif
 
 #if EF_DSP8 && !EF_SINGLE_ROUNDING
-/* ef_tile_store with ef_rq32 (prepared in a few instructions, applied without 64-bit shifts) and SSAT when the
- * activation range is the whole of int8; the same bytes. */
-static void ef_tile_store_dsp(const ef_conv_params* p, const int32_t* acc, int32_t ot, int32_t np, int32_t count,
-                              const int32_t* mult, const int32_t* shift, int32_t mstride, int8_t* out) {
+/* ef_tile_store with ef_rqn (no 64-bit variable shifts) for right shifts, and SSAT when the activation range is the
+ * whole of int8; the same bytes. */
+EF_INLINE void ef_tile_store_dsp_t(const ef_conv_params* p, const int32_t* acc, int32_t ot, int32_t np,
+                                   int32_t count, const int32_t* mult, const int32_t* shift, int32_t mstride,
+                                   int8_t* out, const int full) {
     const int32_t pitch = p->out_c, out_offset = p->out_offset, lo = p->act_min, hi = p->act_max;
-    const int full = lo <= -128 && hi >= 127;
     int32_t i, q;
-    for (i = 0; i < (mstride != 0 ? count : 1); ++i) {
-        if (mult[i] == EF_INT32_MIN) { /* never from QuantizeMultiplier; ef_rq32 excludes it */
-            ef_tile_store(p, acc, ot, np, count, mult, shift, mstride, out);
-            return;
-        }
-    }
     for (i = 0; i < count; ++i) {
         const int32_t* a = acc + i;
         int8_t* o = out + i;
-        const ef_rq32 rq = ef_rq32_prepare(mult[i * mstride], shift[i * mstride]);
-        if (full) {
+        const int32_t m = mult[i * mstride], e = shift[i * mstride];
+        if ((uint32_t)(e + 31) <= 30u && m != EF_INT32_MIN) { /* -31 <= e <= -1 */
+            const int32_t km1 = -e - 1, half = (int32_t)((uint32_t)1 << km1);
             for (q = 0; q < np; ++q, a += ot, o += pitch) {
-                *o = (int8_t)__ssat(ef_rq32_apply(&rq, *a) + out_offset, 8);
+                const int32_t v = ef_rqn(*a, m, half, km1) + out_offset;
+                *o = (int8_t)(full ? __ssat(v, 8) : ef_clamp(v, lo, hi));
             }
         } else {
             for (q = 0; q < np; ++q, a += ot, o += pitch) {
-                *o = (int8_t)ef_clamp(ef_rq32_apply(&rq, *a) + out_offset, lo, hi);
+                *o = (int8_t)ef_clamp(ef_mbqm(*a, m, e) + out_offset, lo, hi);
             }
         }
+    }
+}
+
+static void ef_tile_store_dsp(const ef_conv_params* p, const int32_t* acc, int32_t ot, int32_t np, int32_t count,
+                              const int32_t* mult, const int32_t* shift, int32_t mstride, int8_t* out) {
+    if (p->act_min <= -128 && p->act_max >= 127) {
+        ef_tile_store_dsp_t(p, acc, ot, np, count, mult, shift, mstride, out, 1);
+    } else {
+        ef_tile_store_dsp_t(p, acc, ot, np, count, mult, shift, mstride, out, 0);
     }
 }
 #define EF_TILE_STORE ef_tile_store_dsp
@@ -1020,14 +1025,26 @@ EF_INLINE void ef_dw8_taps(const int8_t* xp, int32_t ystep, int32_t xstep, const
     *pa3 = a3;
 }
 
-/* The four outputs of a block at o: requantised (ef_rq32, double rounding), offset, clamped (SSAT when the range is
- * the whole of int8). */
-EF_INLINE void ef_dw8_out(int8_t* o, int32_t a0, int32_t a1, int32_t a2, int32_t a3, const ef_rq32* rq,
+/* A channel's requantisation: ef_rqn's parameters when its shift is in [-31, -1] (fast), else ef_mbqm's. */
+typedef struct {
+    int32_t m, half, km1, e;
+} ef_dw8_rq;
+
+/* The four outputs of a block at o: requantised, offset, clamped (SSAT when the range is the whole of int8). */
+EF_INLINE void ef_dw8_out(int8_t* o, int32_t a0, int32_t a1, int32_t a2, int32_t a3, const ef_dw8_rq* rq, int fast,
                           int32_t out_offset, int32_t lo, int32_t hi, int full) {
-    const int32_t v0 = ef_rq32_apply(&rq[0], a0) + out_offset;
-    const int32_t v1 = ef_rq32_apply(&rq[1], a1) + out_offset;
-    const int32_t v2 = ef_rq32_apply(&rq[2], a2) + out_offset;
-    const int32_t v3 = ef_rq32_apply(&rq[3], a3) + out_offset;
+    int32_t v0, v1, v2, v3;
+    if (fast) {
+        v0 = ef_rqn(a0, rq[0].m, rq[0].half, rq[0].km1) + out_offset;
+        v1 = ef_rqn(a1, rq[1].m, rq[1].half, rq[1].km1) + out_offset;
+        v2 = ef_rqn(a2, rq[2].m, rq[2].half, rq[2].km1) + out_offset;
+        v3 = ef_rqn(a3, rq[3].m, rq[3].half, rq[3].km1) + out_offset;
+    } else {
+        v0 = ef_mbqm(a0, rq[0].m, rq[0].e) + out_offset;
+        v1 = ef_mbqm(a1, rq[1].m, rq[1].e) + out_offset;
+        v2 = ef_mbqm(a2, rq[2].m, rq[2].e) + out_offset;
+        v3 = ef_mbqm(a3, rq[3].m, rq[3].e) + out_offset;
+    }
     if (full) {
         o[0] = (int8_t)__ssat(v0, 8);
         o[1] = (int8_t)__ssat(v1, 8);
@@ -1064,7 +1081,8 @@ EF_NOINLINE void ef_dw8_blocks(const ef_conv_params* p, const int8_t* in, const 
     const int32_t ystep = p->dil_h * pitch, xstep = p->dil_w * C, pxstep = p->stride_w * C;
     int32_t wx[2 * EF_DW4K]; /* tap t: wx[2t] = (w0, w2), wx[2t + 1] = (w1, w3) as int16 pairs */
     int32_t b0[4], bf[4];
-    ef_rq32 rq[4];
+    ef_dw8_rq rq[4];
+    int fast;
     int32_t c0, b, oy, ox, t, j, oxa, oxb, oya, oyb;
     ef_dw8_inside(p->stride_w, p->pad_w, p->dil_w, kw, p->in_w, p->out_w, &oxa, &oxb);
     ef_dw8_inside(p->stride_h, p->pad_h, p->dil_h, kh, p->in_h, p->out_h, &oya, &oyb);
@@ -1082,7 +1100,14 @@ EF_NOINLINE void ef_dw8_blocks(const ef_conv_params* p, const int8_t* in, const 
         for (j = 0; j < 4; ++j) {
             b0[j] = bias != NULL ? bias[c0 + j] : 0;
             bf[j] = ef_wadd(b0[j], off * sum[j]);
-            rq[j] = ef_rq32_prepare(mult[c0 + j], shift[c0 + j]);
+            rq[j].m = mult[c0 + j];
+            rq[j].e = shift[c0 + j];
+            rq[j].km1 = -rq[j].e - 1;
+            rq[j].half = rq[j].e <= -1 && rq[j].e >= -31 ? (int32_t)((uint32_t)1 << rq[j].km1) : 0;
+        }
+        fast = 1;
+        for (j = 0; j < 4; ++j) {
+            fast &= rq[j].e <= -1 && rq[j].e >= -31 && rq[j].m != EF_INT32_MIN;
         }
         for (b = 0; b < p->batches; ++b) {
             const int8_t* img = in + b * image + c0;
@@ -1106,7 +1131,7 @@ EF_NOINLINE void ef_dw8_blocks(const ef_conv_params* p, const int8_t* in, const 
                             a2 = bf[2];
                             a3 = bf[3];
                             ef_dw8_taps(xp, ystep, xstep, wx, kw, kh, kw, 0, 0, &a0, &a1, &a2, &a3);
-                            ef_dw8_out(o, a0, a1, a2, a3, rq, out_offset, lo, hi, full);
+                            ef_dw8_out(o, a0, a1, a2, a3, rq, fast, out_offset, lo, hi, full);
                         }
                         if (ox >= p->out_w) {
                             break;
@@ -1125,7 +1150,7 @@ EF_NOINLINE void ef_dw8_blocks(const ef_conv_params* p, const int8_t* in, const 
                                         wx + 2 * (ky0 * kw + kx0), kw, ky1 - ky0, kx1 - kx0, 1, off2, &a0, &a1, &a2,
                                         &a3);
                         }
-                        ef_dw8_out(orow + ox * OC, a0, a1, a2, a3, rq, out_offset, lo, hi, full);
+                        ef_dw8_out(orow + ox * OC, a0, a1, a2, a3, rq, fast, out_offset, lo, hi, full);
                     }
                 }
             }
@@ -1138,14 +1163,8 @@ void ef_dwconv2d_s8(const ef_conv_params* p, const int8_t* in, const int8_t* fil
                     const int32_t* mult, const int32_t* shift, int8_t* out) {
 #if EF_DSP8 && !EF_SINGLE_ROUNDING
     if (p->filter_in_c == 1 && p->in_c >= 4 && p->k_h * p->k_w <= EF_DW4K) {
-        int32_t c = 0;
-        while (c < p->out_c && mult[c] != EF_INT32_MIN) { /* never from QuantizeMultiplier: ef_rq32 excludes it */
-            ++c;
-        }
-        if (c == p->out_c) {
-            ef_dw8_blocks(p, in, filter, bias, mult, shift, out);
-            return;
-        }
+        ef_dw8_blocks(p, in, filter, bias, mult, shift, out);
+        return;
     }
 #endif
     ef_dw_engine(p, in, filter, 0, bias, mult, shift, out);

@@ -227,7 +227,7 @@ static void ef_tile_init(int32_t* acc, int32_t ot, int32_t np, int32_t count, co
 
 /* Requantises the tile and stores channel i of pixel q at out[q * out_c + i]; mult/shift of channel i at
  * [i * mstride]. */
-static void ef_tile_store(const ef_conv_params* p, const int32_t* acc, int32_t ot, int32_t np, int32_t count,
+static inline void ef_tile_store(const ef_conv_params* p, const int32_t* acc, int32_t ot, int32_t np, int32_t count,
                           const int32_t* mult, const int32_t* shift, int32_t mstride, int8_t* out) {
     const int32_t pitch = p->out_c, out_offset = p->out_offset, lo = p->act_min, hi = p->act_max;
     ef_rq rq = ef_rq_prepare(mult[0], shift[0]);
@@ -250,27 +250,16 @@ static void ef_tile_store(const ef_conv_params* p, const int32_t* acc, int32_t o
     }
 }
 
-/* ef_mbqm(x, m, e) for a prepared (m, e), exact in double-rounding mode whenever m != INT32_MIN (never produced by
- * QuantizeMultiplier), in 32-bit steps a Cortex-M does in about ten instructions (SMLAL, shifts, one compare) where
- * ef_rq_apply shifts a 64-bit value by a variable amount: v = SRDHM(x << ls, m) = floor((x * m + 2^30) / 2^31),
- * then RDBPOT(v, k) = (v >> k) + ((v & mask) > (mask >> 1) + [v < 0]) (INT8_REFERENCE 4). */
-typedef struct {
-    int32_t m, ls, k, mask;
-} ef_rq32;
-
-static inline ef_rq32 ef_rq32_prepare(int32_t m, int32_t e) {
-    ef_rq32 r;
-    r.m = m;
-    r.ls = e > 0 ? e : 0;
-    r.k = e > 0 ? 0 : -e;
-    r.mask = (int32_t)(((uint32_t)1 << r.k) - 1u);
-    return r;
-}
-
-static inline int32_t ef_rq32_apply(const ef_rq32* r, int32_t x) {
-    const int64_t p = (int64_t)ef_wshl(x, r->ls) * (int64_t)r->m + ((int64_t)1 << 30);
-    const int32_t v = (int32_t)(((uint32_t)p >> 31) | ((uint32_t)((uint64_t)p >> 32) << 1));
-    return (v >> r->k) + ((v & r->mask) > (r->mask >> 1) + (int32_t)((uint32_t)v >> 31) ? 1 : 0);
+/* ef_mbqm(x, m, e) in double-rounding mode for a right shift, -31 <= e <= -1, k = -e, and m != INT32_MIN, in seven
+ * 32-bit instructions on a Cortex-M (SMLAL, then a 64-bit add and a shift) where ef_rq_apply shifts a 64-bit value by
+ * a variable amount. t = x * m + 2^30 gives SRDHM's v = floor(t / 2^31); RDBPOT(v, k) = floor((v + c) / 2^k) with
+ * c = 2^(k-1) - [v < 0] (INT8_REFERENCE 4), and nested floor divisions compose, so the result is
+ * floor((t + c * 2^31) / 2^(31 + k)), the high word of that sum shifted right by k - 1 (|t + c * 2^31| < 2^63).
+ * half = 2^(k-1), km1 = k - 1. */
+static inline int32_t ef_rqn(int32_t x, int32_t m, int32_t half, int32_t km1) {
+    const uint64_t t = (uint64_t)((int64_t)x * (int64_t)m + ((int64_t)1 << 30));
+    const uint32_t c = (uint32_t)half - (uint32_t)(t >> 63); /* 0 <= c <= 2^30 */
+    return (int32_t)(uint32_t)((t + ((uint64_t)c << 31)) >> 32) >> km1;
 }
 
 #endif /* EF_CONV_COMMON_H */

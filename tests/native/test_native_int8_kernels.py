@@ -53,25 +53,30 @@ def test_int8_kernels_match_reference_on_host(tmp_path: Path) -> None:
     assert run.returncode == 0 and fails == 0 and cases == 3 * ITER, run.stdout[-2000:] + run.stderr[-2000:]
 
 
-BOARDS = [
-    ("mps2-an386", ["-mcpu=cortex-m4", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]),  # DSP extension
-    ("mps2-an385", ["-mcpu=cortex-m3"]),  # none
-]
+M4 = ["-mcpu=cortex-m4", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
+#: (QEMU machine, compiler flags): the DSP extension in both rounding modes (TFLITE_SINGLE_ROUNDING builds keep the
+#: generic requantisation), and a core without it
+BOARDS = {
+    "m4": ("mps2-an386", M4),
+    "m4-single-rounding": ("mps2-an386", [*M4, "-DEF_SINGLE_ROUNDING=1"]),
+    "m3": ("mps2-an385", ["-mcpu=cortex-m3"]),
+}
 
 
-@pytest.mark.parametrize("board", [b for b, _ in BOARDS])
-def test_int8_kernels_match_reference_on_cortex_m(board: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("variant", list(BOARDS))
+def test_int8_kernels_match_reference_on_cortex_m(variant: str, tmp_path: Path) -> None:
     from edgeforge.device.boards import qemu_available
     from edgeforge.native.toolchain import arm_available
 
     if not (qemu_available() and arm_available()):
         pytest.skip("needs qemu-system-arm and arm-none-eabi-gcc")
     elf = tmp_path / "ref_vs_ef.elf"
-    cmd = ["arm-none-eabi-gcc", "-std=c99", "-O2", "-mthumb", *dict(BOARDS)[board], *WARN, f"-DEF_T_ITER={ITER}",
+    board, flags = BOARDS[variant]
+    cmd = ["arm-none-eabi-gcc", "-std=c99", "-O2", "-mthumb", *flags, *WARN, f"-DEF_T_ITER={ITER}",
            "-I", str(RUNTIME), "-nostartfiles", "-specs=nano.specs", "-specs=nosys.specs", "-Wl,--gc-sections",
            "-Wl,-T," + str(BOOT / "link.ld"), *SOURCES, str(BOOT / "startup.c"), "-o", str(elf)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
-    if board == "mps2-an386":  # the DSP paths are what this build runs: they must be in the image
+    if variant == "m4":  # the DSP paths are what this build runs: they must be in the image
         syms = subprocess.run(["arm-none-eabi-nm", str(elf)], check=True, capture_output=True, text=True).stdout
         assert "ef_dw8_blocks" in syms and "ef_dot4r_dsp" in syms, "the Cortex-M4 build lacks the DSP kernels"
     run = subprocess.run(["qemu-system-arm", "-M", board, "-nographic", "-monitor", "none", "-semihosting",
