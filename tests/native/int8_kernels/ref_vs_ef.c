@@ -167,7 +167,8 @@ static void rand_q(int32_t n, int per_tensor) {
             continue;
         }
         mult[i] = (int32_t)(1073741824u + (rnd() % 1073741823u));
-        shift[i] = ri(0, 7) ? ri(-12, -1) : ri(0, 3); /* shift >= 0: the left-shift and no-right-shift cases */
+        /* shift >= 0: the left-shift and no-right-shift cases; down to -31, the longest right shift */
+        shift[i] = ri(0, 7) ? ri(-12, -1) : ri(0, 1) ? ri(0, 3) : ri(-31, -13);
         if (ri(0, 199) == 0) mult[i] = ri(0, 1) ? 0 : (int32_t)0x80000000u; /* edge multipliers */
     }
 }
