@@ -59,6 +59,8 @@ M4 = ["-mcpu=cortex-m4", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
 BOARDS = {
     "m4": ("mps2-an386", M4),
     "m4-single-rounding": ("mps2-an386", [*M4, "-DEF_SINGLE_ROUNDING=1"]),
+    # other tilings: 4 pixels per pass, short chunks, odd tiles, depthwise taps beyond a block's (the generic engine)
+    "m4-odd-tiling": ("mps2-an386", [*M4, "-DEF_NPIX=4", "-DEF_KC=16", "-DEF_OT=5", "-DEF_DW4K=4"]),
     "m3": ("mps2-an385", ["-mcpu=cortex-m3"]),
 }
 
