@@ -476,9 +476,33 @@ EF_INLINE void ef_tile_store_dsp_t(const ef_conv_params* p, const int32_t* acc, 
     }
 }
 
+/* ef_mbqm out of line: keeps the registers of the loop below free */
+EF_NOINLINE int32_t ef_mbqm_call(int32_t x, int32_t m, int32_t e) { return ef_mbqm(x, m, e); }
+
+/* Two pixels, the whole int8 range: one pass over the channels with few live values. */
+static void ef_tile_store2_full(const int32_t* acc, int32_t ot, int32_t count, const int32_t* mult,
+                                const int32_t* shift, int32_t mstride, int8_t* out, int32_t pitch, int32_t out_offset) {
+    for (; count > 0; --count, ++acc, ++out, mult += mstride, shift += mstride) {
+        const int32_t m = *mult, e = *shift;
+        int32_t v0, v1;
+        if ((uint32_t)(e + 31) <= 30u && m != EF_INT32_MIN) { /* -31 <= e <= -1 */
+            const int32_t km1 = -e - 1, half = (int32_t)((uint32_t)1 << km1);
+            v0 = ef_rqn(acc[0], m, half, km1);
+            v1 = ef_rqn(acc[ot], m, half, km1);
+        } else {
+            v0 = ef_mbqm_call(acc[0], m, e);
+            v1 = ef_mbqm_call(acc[ot], m, e);
+        }
+        out[0] = (int8_t)__ssat(v0 + out_offset, 8);
+        out[pitch] = (int8_t)__ssat(v1 + out_offset, 8);
+    }
+}
+
 static void ef_tile_store_dsp(const ef_conv_params* p, const int32_t* acc, int32_t ot, int32_t np, int32_t count,
                               const int32_t* mult, const int32_t* shift, int32_t mstride, int8_t* out) {
-    if (p->act_min <= -128 && p->act_max >= 127) {
+    if (np == 2 && p->act_min <= -128 && p->act_max >= 127) {
+        ef_tile_store2_full(acc, ot, count, mult, shift, mstride, out, p->out_c, p->out_offset);
+    } else if (p->act_min <= -128 && p->act_max >= 127) {
         ef_tile_store_dsp_t(p, acc, ot, np, count, mult, shift, mstride, out, 1);
     } else {
         ef_tile_store_dsp_t(p, acc, ot, np, count, mult, shift, mstride, out, 0);
