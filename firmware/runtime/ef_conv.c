@@ -1054,15 +1054,6 @@ static void ef_dw4_blocks(const ef_conv_params* p, const int8_t* in, const uint8
     }
 }
 
-void ef_dwconv2d_s4(const ef_conv_params* p, const int8_t* in, const uint8_t* filter, const int32_t* bias,
-                    const int32_t* mult, const int32_t* shift, int8_t* out) {
-    if (p->filter_in_c != 1 || p->in_c < EF_DW4V || p->k_h * p->k_w > EF_DW4K) {
-        ef_dw_engine(p, in, filter, 1, bias, mult, shift, out); /* one output at a time, nibbles read in place */
-        return;
-    }
-    ef_dw4_blocks(p, in, filter, bias, mult, shift, out);
-}
-
 /* ---- DEPTHWISE_CONV_2D, int8 filter, Arm DSP extension ------------------------------------------------------
  * Multiplier 1, at least 4 channels, at most EF_DW4K taps: blocks of 4 channels over the whole output (the last
  * block ends at the last channel and may overlap the one before, as ef_dw4_blocks). The block's taps are expanded
@@ -1165,8 +1156,8 @@ static void ef_dw8_inside(int32_t s, int32_t pad, int32_t d, int32_t kn, int32_t
     *b = hi;
 }
 
-EF_NOINLINE void ef_dw8_blocks(const ef_conv_params* p, const int8_t* in, const int8_t* w8, const int32_t* bias,
-                          const int32_t* mult, const int32_t* shift, int8_t* out) {
+EF_INLINE void ef_dw8_blocks_t(const ef_conv_params* p, const int8_t* in, const void* filter, const int is4,
+                                const int32_t* bias, const int32_t* mult, const int32_t* shift, int8_t* out) {
     const int32_t K = p->k_h * p->k_w, kw = p->k_w, kh = p->k_h;
     const int32_t C = p->in_c, OC = p->out_c;
     const int32_t end = C - 4; /* the last block's start */
@@ -1185,8 +1176,14 @@ EF_NOINLINE void ef_dw8_blocks(const ef_conv_params* p, const int8_t* in, const 
     for (c0 = 0; c0 <= end; c0 = c0 < end && c0 + 4 > end ? end : c0 + 4) {
         int32_t sum[4] = {0, 0, 0, 0};
         for (t = 0; t < K; ++t) {
-            const int8_t* w = w8 + t * OC + c0;
-            const uint32_t ww = ef_ld32(w);
+            int8_t w[4];
+            uint32_t ww;
+            if (is4) {
+                ef_unpack_s4(w, (const uint8_t*)filter, t * OC + c0, 4);
+            } else {
+                memcpy(w, (const int8_t*)filter + t * OC + c0, 4);
+            }
+            ww = ef_ld32(w);
             wx[2 * t] = (int32_t)__sxtb16((int32_t)ww);
             wx[2 * t + 1] = ef_sxtb16_hi(ww);
             for (j = 0; j < 4; ++j) {
@@ -1253,6 +1250,16 @@ EF_NOINLINE void ef_dw8_blocks(const ef_conv_params* p, const int8_t* in, const 
         }
     }
 }
+
+EF_NOINLINE void ef_dw8_blocks(const ef_conv_params* p, const int8_t* in, const int8_t* w8, const int32_t* bias,
+                               const int32_t* mult, const int32_t* shift, int8_t* out) {
+    ef_dw8_blocks_t(p, in, w8, 0, bias, mult, shift, out);
+}
+
+EF_NOINLINE void ef_dw8_blocks4(const ef_conv_params* p, const int8_t* in, const uint8_t* w4, const int32_t* bias,
+                                const int32_t* mult, const int32_t* shift, int8_t* out) {
+    ef_dw8_blocks_t(p, in, w4, 1, bias, mult, shift, out);
+}
 #endif
 
 void ef_dwconv2d_s8(const ef_conv_params* p, const int8_t* in, const int8_t* filter, const int32_t* bias,
@@ -1264,4 +1271,19 @@ void ef_dwconv2d_s8(const ef_conv_params* p, const int8_t* in, const int8_t* fil
     }
 #endif
     ef_dw_engine(p, in, filter, 0, bias, mult, shift, out);
+}
+
+void ef_dwconv2d_s4(const ef_conv_params* p, const int8_t* in, const uint8_t* filter, const int32_t* bias,
+                    const int32_t* mult, const int32_t* shift, int8_t* out) {
+#if EF_DSP8 && !EF_SINGLE_ROUNDING
+    if (p->filter_in_c == 1 && p->in_c >= 4 && p->k_h * p->k_w <= EF_DW4K) {
+        ef_dw8_blocks4(p, in, filter, bias, mult, shift, out); /* the int8 blocks, on the nibbles expanded */
+        return;
+    }
+#endif
+    if (p->filter_in_c != 1 || p->in_c < EF_DW4V || p->k_h * p->k_w > EF_DW4K) {
+        ef_dw_engine(p, in, filter, 1, bias, mult, shift, out); /* one output at a time, nibbles read in place */
+        return;
+    }
+    ef_dw4_blocks(p, in, filter, bias, mult, shift, out);
 }

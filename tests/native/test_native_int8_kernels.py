@@ -50,7 +50,7 @@ def test_int8_kernels_match_reference_on_host(tmp_path: Path) -> None:
                     str(RUNTIME), *SOURCES, "-o", str(exe)], check=True, capture_output=True, text=True)
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600)
     cases, fails = _outcome(run.stdout + run.stderr)
-    assert run.returncode == 0 and fails == 0 and cases == 3 * ITER, run.stdout[-2000:] + run.stderr[-2000:]
+    assert run.returncode == 0 and fails == 0 and cases >= 3 * ITER, run.stdout[-2000:] + run.stderr[-2000:]
 
 
 M4 = ["-mcpu=cortex-m4", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
@@ -84,4 +84,4 @@ def test_int8_kernels_match_reference_on_cortex_m(variant: str, tmp_path: Path) 
     run = subprocess.run(["qemu-system-arm", "-M", board, "-nographic", "-monitor", "none", "-semihosting",
                           "-kernel", str(elf)], capture_output=True, text=True, timeout=600)
     cases, fails = _outcome(run.stdout + run.stderr)
-    assert run.returncode == 0 and fails == 0 and cases == 3 * ITER, run.stdout[-2000:]
+    assert run.returncode == 0 and fails == 0 and cases >= 3 * ITER, run.stdout[-2000:]

@@ -1,7 +1,7 @@
 /* The int8 CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED kernels (firmware/runtime/ef_conv.c) against a direct
  * transcription of TFLM's reference loops (ConvPerChannel, DepthwiseConvPerChannel, FullyConnected: INT8_REFERENCE
  * 7.1-7.3, one output at a time, taps outside the image skipped, ef_mbqm for the requantisation) on random shapes
- * (tests/native/test_native_int8_kernels.py). Built for this machine (portable C) and for Cortex-M on QEMU
+ * (tests/native/test_native_int8_kernels.py); where the weights are int4 values, the packed int4 kernels too. Built for this machine (portable C) and for Cortex-M on QEMU
  * (../int4_kernels/startup.c): on mps2-an386 (Cortex-M4) the Arm DSP-extension paths run (SXTB16 / SMLAD rows,
  * 4-channel depthwise blocks with the offset folded into the bias, ef_rq32 requantisation, SSAT clamps), on
  * mps2-an385 (Cortex-M3) the portable ones. Shapes cover odd and small channel counts (the overlapping last
@@ -148,12 +148,17 @@ static void check(const char* what, int32_t n) {
     }
 }
 
-/* weights: full int8 range, sometimes small or sparse */
-static void rand_weights(int32_t n) {
+/* weights: full int8 range, sometimes sparse, or int4 values (returns 1: then w4 holds them packed) */
+static uint8_t w4[MAXW / 2 + 1];
+static int rand_weights(int32_t n) {
     const int kind = ri(0, 3);
     int32_t i;
     for (i = 0; i < n; ++i)
         w8[i] = (int8_t)(kind == 0 ? ri(-8, 7) : kind == 1 && ri(0, 1) ? 0 : ri(kind == 3 ? -128 : -127, 127));
+    if (kind != 0) return 0;
+    for (i = 0; i < (n + 1) / 2; ++i) w4[i] = 0;
+    for (i = 0; i < n; ++i) w4[i >> 1] |= (uint8_t)((w8[i] & 0xF) << (4 * (i & 1)));
+    return 1;
 }
 
 static void rand_q(int32_t n, int per_tensor) {
@@ -238,12 +243,12 @@ int main(void) {
         ef_conv_params p;
         ef_fc_params f;
         const int32_t* bp;
-        int dw;
+        int dw, small;
         for (dw = 0; dw < 2; ++dw) {
             while (!rand_conv(&p, dw)) {
             }
             for (i = 0; i < p.batches * p.in_h * p.in_w * p.in_c; ++i) in[i] = (int8_t)ri(-128, 127);
-            rand_weights(p.out_c * p.k_h * p.k_w * p.filter_in_c);
+            small = rand_weights(p.out_c * p.k_h * p.k_w * p.filter_in_c);
             rand_q(p.out_c, 0);
             bp = ri(0, 4) ? bias : NULL;
             if (dw) {
@@ -254,6 +259,14 @@ int main(void) {
                 ef_conv2d_s8(&p, in, w8, bp, mult, shift, out_got);
             }
             check(dw ? "dw_s8" : "conv_s8", p.batches * p.out_h * p.out_w * p.out_c);
+            if (small) { /* the packed int4 kernels on the same values */
+                if (dw) {
+                    ef_dwconv2d_s4(&p, in, w4, bp, mult, shift, out_got);
+                } else {
+                    ef_conv2d_s4(&p, in, w4, bp, mult, shift, out_got);
+                }
+                check(dw ? "dw_s4" : "conv_s4", p.batches * p.out_h * p.out_w * p.out_c);
+            }
         }
         do {
             f.batches = ri(0, 2) ? 1 : ri(2, 6);
@@ -265,12 +278,16 @@ int main(void) {
         f.out_offset = ri(-128, 127);
         rand_act(&f.act_min, &f.act_max);
         for (i = 0; i < f.batches * f.in_depth; ++i) in[i] = (int8_t)ri(-128, 127);
-        rand_weights(f.in_depth * f.out_depth);
+        small = rand_weights(f.in_depth * f.out_depth);
         rand_q(f.out_depth, !f.per_channel);
         bp = ri(0, 4) ? bias : NULL;
         ref_fc(&f, bp);
         ef_fc_s8(&f, in, w8, bp, mult, shift, out_got);
         check("fc_s8", f.batches * f.out_depth);
+        if (small) {
+            ef_fc_s4(&f, in, w4, bp, mult, shift, out_got);
+            check("fc_s4", f.batches * f.out_depth);
+        }
     }
     ef_t_puts("cases ");
     put_int(cases);
