@@ -328,7 +328,7 @@ EF_NOINLINE void ef_dot4r_dsp(const int8_t* w, int32_t K, const int16_t* x, int3
 /* Rows w, w + K against the reordered buffers x (pixel 0) and x + EF_KC (pixel 1) over g groups of 4: a[0], a[1]
  * (pixel 0) and a[ot], a[ot + 1] (pixel 1) += ; each weight word expanded once feeds both pixels: 18 instructions per
  * 16 MACs. */
-EF_NOINLINE void ef_dot2r2p_dsp(const int8_t* w, int32_t K, const int16_t* x, int32_t g, int32_t* a, int32_t ot) {
+EF_INLINE void ef_dot2r2p_dsp_t(const int8_t* w, int32_t K, const int16_t* x, int32_t g, int32_t* a, int32_t ot) {
     const int8_t* w1 = w + K;
     int32_t s00 = 0, s01 = 0, s10 = 0, s11 = 0;
     if (g > 0) {
@@ -366,6 +366,15 @@ EF_NOINLINE void ef_dot2r2p_dsp(const int8_t* w, int32_t K, const int16_t* x, in
     a[ot] += s10;
     a[ot + 1] += s11;
 }
+
+/* np2 consecutive pairs of rows (w, w + K), (w + 2K, w + 3K), ... into a[0..2 np2), a[ot..ot + 2 np2): one call per
+ * tile, not per pair. */
+EF_NOINLINE void ef_dot2r2p_dsp(const int8_t* w, int32_t K, int32_t np2, const int16_t* x, int32_t g, int32_t* a,
+                                int32_t ot) {
+    for (; np2 > 0; --np2, w += 2 * K, a += 2) {
+        ef_dot2r2p_dsp_t(w, K, x, g, a, ot);
+    }
+}
 #endif
 
 /* One row w against the reordered buffer x over g groups of 4: *a += */
@@ -400,14 +409,20 @@ static void ef_rows_dsp(const int8_t* filter, int32_t K, int32_t total, int32_t 
     for (; q + 2 <= np; q += 2) {
         const int16_t* x = xv + q * kc;
         int32_t* a = acc + q * ot;
-        for (i = 0; i < count; i += 2) {
+        /* rows oc0 + i, i < full, read their n8 elements inside the filter: (oc0 + i) * K + k0 + n8 <= total */
+        const int32_t t = total - n8 - k0;
+        int32_t full = t < 0 ? 0 : t / K + 1 - oc0;
+        full = full < 0 ? 0 : (full > count ? count : full);
+        i = full & ~1;
+        ef_dot2r2p_dsp(filter + oc0 * K + k0, K, i >> 1, x, n8 >> 2, a, ot);
+        for (; i < count; i += 2) {
             const int32_t start = (oc0 + i) * K + k0;
             const int32_t nr = count - i < 2 ? 1 : 2;
             const int32_t len = start + (nr - 1) * K + n8 <= total ? n8 : n;
             const int32_t g = len >> 2;
             int32_t qq;
             if (nr == 2) {
-                ef_dot2r2p_dsp(filter + start, K, x, g, a + i, ot);
+                ef_dot2r2p_dsp(filter + start, K, 1, x, g, a + i, ot);
             } else {
                 ef_dot1_dsp(filter + start, x, g, a + i);
                 ef_dot1_dsp(filter + start, x + kc, g, a + ot + i);
