@@ -413,6 +413,8 @@ static int32_t ef_tail_dsp(const int8_t* w, const int16_t* x, int32_t m) {
  * rows stop at their last whole group and finish element by element. */
 static void ef_rows_dsp(const int8_t* filter, int32_t K, int32_t total, int32_t oc0, int32_t count, int32_t k0,
                         const int16_t* xv, int32_t kc, int32_t ot, int32_t np, int32_t n, int32_t n8, int32_t* acc) {
+    (void)ef_tile_store; /* ef_conv_common.h's, shared with the sparse kernels: maybe unused here */
+    (void)ef_dot_s8;
     int32_t q = 0, i, r;
 #if EF_NPIX > 1
     /* pairs of pixels (then kc == EF_KC): pairs of rows share the expanded weights */

@@ -92,7 +92,7 @@ static inline int32_t ef_dot8(const int8_t* restrict w, const int16_t* restrict 
     return s;
 }
 
-static inline int32_t ef_dot_s8(const int8_t* restrict w, const int16_t* restrict x, int32_t n) {
+static int32_t ef_dot_s8(const int8_t* restrict w, const int16_t* restrict x, int32_t n) {
     int32_t acc = 0;
     int32_t k = 0;
     for (; k + 64 <= n; k += 64) {
@@ -227,7 +227,7 @@ static void ef_tile_init(int32_t* acc, int32_t ot, int32_t np, int32_t count, co
 
 /* Requantises the tile and stores channel i of pixel q at out[q * out_c + i]; mult/shift of channel i at
  * [i * mstride]. */
-static inline void ef_tile_store(const ef_conv_params* p, const int32_t* acc, int32_t ot, int32_t np, int32_t count,
+static void ef_tile_store(const ef_conv_params* p, const int32_t* acc, int32_t ot, int32_t np, int32_t count,
                           const int32_t* mult, const int32_t* shift, int32_t mstride, int8_t* out) {
     const int32_t pitch = p->out_c, out_offset = p->out_offset, lo = p->act_min, hi = p->act_max;
     ef_rq rq = ef_rq_prepare(mult[0], shift[0]);
