@@ -250,4 +250,16 @@ static void ef_tile_store(const ef_conv_params* p, const int32_t* acc, int32_t o
     }
 }
 
+/* ef_mbqm(x, m, e) in double-rounding mode for a right shift, -31 <= e <= -1, k = -e, and m != INT32_MIN, in seven
+ * 32-bit instructions on a Cortex-M (SMLAL, then a 64-bit add and a shift) where ef_rq_apply shifts a 64-bit value by
+ * a variable amount. t = x * m + 2^30 gives SRDHM's v = floor(t / 2^31); RDBPOT(v, k) = floor((v + c) / 2^k) with
+ * c = 2^(k-1) - [v < 0] (INT8_REFERENCE 4), and nested floor divisions compose, so the result is
+ * floor((t + c * 2^31) / 2^(31 + k)), the high word of that sum shifted right by k - 1 (|t + c * 2^31| < 2^63).
+ * half = 2^(k-1), km1 = k - 1. */
+static inline int32_t ef_rqn(int32_t x, int32_t m, int32_t half, int32_t km1) {
+    const uint64_t t = (uint64_t)((int64_t)x * (int64_t)m + ((int64_t)1 << 30));
+    const uint32_t c = (uint32_t)half - (uint32_t)(t >> 63); /* 0 <= c <= 2^30 */
+    return (int32_t)(uint32_t)((t + ((uint64_t)c << 31)) >> 32) >> km1;
+}
+
 #endif /* EF_CONV_COMMON_H */
