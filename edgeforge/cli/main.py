@@ -117,6 +117,10 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--input", type=Path, help="inputs (.npy/.npz/.bin folder); default: seeded random inputs")
     bn.add_argument("--count", type=int, default=5, help="how many inputs to bench (default 5)")
     bn.add_argument("--baud", type=int, help="serial speed (default: the target profile's)")
+    bn.add_argument("--plain-dut", action="store_true",
+                    help="the board runs a plain MLPerf Tiny DUT firmware: bench it without the identity check "
+                         "and without CRC-checked figures (default: refuse a board that does not prove it runs "
+                         "this build's model, exit 4)")
     calibrate_cli.add_parser(sub, common, EPILOG)
     return parser
 
@@ -342,10 +346,10 @@ def cmd_bench(args: argparse.Namespace, c: Console) -> int:
         with rig.lock(args.board) as rb:
             kw = rb.bench_args()
             outcome = bench_build(args.build_dir, kw["board"], kw["port"], args.runs, args.warmup, args.input,
-                                  args.count, CliReporter(c), args.baud or kw["baud"])
+                                  args.count, CliReporter(c), args.baud or kw["baud"], args.plain_dut)
     else:
         outcome = bench_build(args.build_dir, args.board, args.port, args.runs, args.warmup, args.input,
-                              args.count, CliReporter(c), args.baud)
+                              args.count, CliReporter(c), args.baud, args.plain_dut)
     d = outcome.doc
     code = ExitCode.OK
     if not outcome.outputs_match:
