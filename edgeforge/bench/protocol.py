@@ -71,6 +71,17 @@ def crc32(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
+def find_checked(line: str) -> tuple[str, int] | None:
+    """The checked ``m-ef-`` line inside ``line``: noise before it (a burst that landed after the previous
+    newline) or a line merged into it by a lost newline is skipped; None when no part passes its CRC."""
+    start = line.find("m-ef-")
+    while start >= 0:
+        if (checked := check_line(line[start:])) is not None:
+            return checked
+        start = line.find("m-ef-", start + 1)
+    return None
+
+
 def check_line(line: str) -> tuple[str, int] | None:
     """``(body, seq)`` of a checked line ``<body>|<seq>|<crc32>``, or None when it fails its CRC."""
     head, sep, crc = line.rpartition("|")
@@ -147,7 +158,7 @@ class DutClient:
                     return
                 self.t.write(b"%")
                 continue
-            ready = ready or line == "m-ready"
+            ready = ready or line.endswith("m-ready")
         raise DeviceError("the device did not come back to m-ready", "check the link; reset the board")
 
     def command(self, cmd: str, timeout: float | None = None) -> Reply:
@@ -166,16 +177,19 @@ class DutClient:
         reply, status, errors = Reply(), None, False
         name = cmd.split()[0] if cmd.split() else cmd
         while True:
-            line = self.t.read_line(timeout or self.line_timeout)
-            if status is not None:  # our closing line came: only its m-ready is left
-                if line == "m-ready":
-                    break
+            if status is not None:  # our checked closing line came: the answer is complete, only m-ready is left
+                try:
+                    if self.t.read_line(min(timeout or self.line_timeout, 1.0)).endswith("m-ready"):
+                        break
+                except DeviceTimeout:
+                    break  # a damaged m-ready: nothing of the answer is missing (stale bytes are filtered later)
                 continue
-            if line.startswith("m-timestamp-mode-"):
+            line = self.t.read_line(timeout or self.line_timeout)
+            if "m-timestamp-mode-" in line:
                 raise ProtocolError(f"the device rebooted during `{name}`",
                                     "check its power supply and watchdog; the run is discarded")
-            if line.startswith("m-ef-"):
-                checked = check_line(line)
+            if "m-ef-" in line:
+                checked = find_checked(line)
                 if checked is None:
                     raise ProtocolError(f"a damaged line in the answer to `{name}` (CRC mismatch)", "retrying")
                 text_, got = checked
