@@ -37,3 +37,9 @@ def test_bench_parser_fuzz_smoke(tmp_path: Path) -> None:
     executed = _smoke(tmp_path, "fuzz_bench_parser", 30_000, f"-dict={FUZZ / 'bench_parser' / 'parser.dict'}",
                       str(seeds))
     assert executed >= 30_000
+
+
+def test_runtime_kernels_fuzz_smoke(tmp_path: Path) -> None:
+    """conv / depthwise / FC (int8 and int4 filters) and avg / max pooling on random shapes, against the
+    harness's own reference loops."""
+    assert _smoke(tmp_path, "fuzz_kernels", 3_000) >= 3_000
