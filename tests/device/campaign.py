@@ -50,7 +50,8 @@ def wrong_figures(doc: dict, want: dict, emulated: bool) -> list[str]:
     hwm, size = doc["memory"].get("stack_hwm"), doc["memory"].get("stack_size")
     if (emulated and not (isinstance(hwm, int) and 0 < hwm <= (size or 0))) or (not emulated and hwm != -1):
         bad.append(f"stack_hwm={hwm}")
-    if [o["op"] for o in doc["ops"]] != want["ops"] or [o["index"] for o in doc["ops"]] != list(range(len(want["ops"]))):
+    ops = doc["ops"]
+    if [o["op"] for o in ops] != want["ops"] or [o["index"] for o in ops] != list(range(len(want["ops"]))):
         bad.append("op names")
     if not all(0 <= o["us"] < 1_000_000 for o in doc["ops"]):
         bad.append("op timings")
