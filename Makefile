@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO := build/examples/digits
 PYTEST_ARGS ?=
 
-.PHONY: setup toolchain demo test test-all bench golden clean
+.PHONY: setup toolchain demo test test-all bench golden fuzz clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
@@ -22,17 +22,19 @@ setup: $(STAMP)
 
 # Debian's Cortex-M cross-compiler (exact image sizes of native builds), QEMU (the emulated Cortex-M4
 # board), CMake (offline checks of the emitted ESP-IDF projects), g++ and libstdc++-arm-none-eabi-newlib
-# (tests/test_firmware_compile.py compiles the generated PlatformIO main.cpp). Installed when missing and possible
-# (root with apt); otherwise the tests that need them skip.
-TOOLCHAIN_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib g++ qemu-system-arm cmake
+# (tests/test_firmware_compile.py compiles the generated PlatformIO main.cpp), clang (libFuzzer harnesses of
+# `make fuzz` and their smoke tests). Installed when missing and possible (root with apt); otherwise the tests
+# that need them skip.
+TOOLCHAIN_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib g++ qemu-system-arm \
+	cmake clang
 toolchain:
 	@if command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/dev/null 2>&1 && \
-	  command -v cmake >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1 && \
+	  command -v cmake >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1 && command -v clang >/dev/null 2>&1 && \
 	  echo '#include <cstdint>' | arm-none-eabi-g++ -x c++ -fsyntax-only - 2>/dev/null; then \
-	  echo "arm-none-eabi-gcc/g++, g++, qemu-system-arm, cmake: present"; \
+	  echo "arm-none-eabi-gcc/g++, g++, qemu-system-arm, cmake, clang: present"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  apt-get update -qq && apt-get install -y -qq $(TOOLCHAIN_PKGS) >/dev/null && \
-	  echo "arm-none-eabi-gcc/g++, g++, qemu-system-arm, cmake: installed"; \
+	  echo "arm-none-eabi-gcc/g++, g++, qemu-system-arm, cmake, clang: installed"; \
 	else echo "missing: sudo apt-get install $(TOOLCHAIN_PKGS) (tests needing them will skip)"; fi
 
 # The whole loop on the bundled example: train, build (native runtime) for a Cortex-M4, flash the emulated
@@ -58,6 +60,16 @@ test-all: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_native.py
 	$(BIN)/python benchmarks/bench_search.py
+
+# Fuzzing: libFuzzer harnesses with ASan/UBSan (clang: make toolchain) for the bench firmware's command parser
+# and the native runtime's kernels, FUZZ_SECONDS each, fixed seed, corpus kept in build/fuzz (grown across runs).
+# `make test` runs a bounded smoke of each (tests/firmware/test_fuzz_smoke.py).
+FUZZ_SECONDS ?= 300
+fuzz: setup
+	@command -v clang >/dev/null 2>&1 || { echo "clang is missing: make toolchain"; exit 1; }
+	$(MAKE) -C tests/fuzz run FUZZ_SECONDS=$(FUZZ_SECONDS) OUT=$(CURDIR)/build/fuzz
+	@# the .tflite reader and the CLI's input loaders, in-process (reproducers saved under build/fuzz/)
+	$(BIN)/python tests/fuzz/fuzz_inputs.py --seconds $(FUZZ_SECONDS) --seed 1
 
 # Rewrite the golden files under tests/golden/ from the current templates.
 golden: setup

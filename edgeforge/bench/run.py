@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgeforge.bench.firmware import IMAGES, build_image
-from edgeforge.bench.protocol import CHUNK, DutClient
+from edgeforge.bench.protocol import CHUNK, INTEGRITY_EXTENSIONS, PROTO, DutClient, check_line
 from edgeforge.bench.session import BenchReport, run_session
 from edgeforge.data import InputQuant
 from edgeforge.device.boards import BOARDS, RunningBoard, host_sim, process_board, qemu_cortex_m4, ssh_command
@@ -74,29 +74,72 @@ def _connect(client: DutClient, attempts: int = 20) -> None:
     raise DeviceError("the device never answered m-ready", "is the bench firmware flashed (edgeforge flash)?")
 
 
-def _identify(client: DutClient, want: str, build_dir: Path, reads: int = 4) -> dict[str, str]:
-    """The device's identity; refuses a device running another model. A damaged line cannot spell the
-    expected sha256 by chance, so one exact match is proof; a mismatch must repeat on every read."""
-    seen = []
+def required_extensions(manifest: Manifest) -> tuple[str, ...]:
+    """What the device must offer for this build: the integrity checks always; the memory and per-op reports
+    too for a native build, whose bench firmware has them (their absence means damage or another firmware)."""
+    native = manifest.target.runtime == Runtime.NATIVE
+    return INTEGRITY_EXTENSIONS + (("ef-mem", "ef-ops") if native else ())
+
+
+def _identify(client: DutClient, manifest: Manifest, in_bytes: int, build_dir: Path, reads: int = 4) -> dict[str, str]:
+    """The device's identity, checked (CRC) and matched to the request; refuses (exit 4) a device that runs
+    another model, lacks what the build's firmware has, or never proves anything."""
+    want = manifest.model.sha256
+    last: DeviceError | None = None
     for _ in range(reads):
         try:
             identity = client.identify()
-        except DeviceError:
-            client.resync()
+        except DeviceError as exc:
+            last = exc
+            with contextlib.suppress(DeviceError):
+                client.resync()
             continue
-        if not identity:
-            return {}  # a plain MLPerf Tiny DUT: no identity to check
-        if identity.get("model_sha256") == want:
-            return identity
-        seen.append(identity.get("model_sha256", "?"))
-        client.resync()
-    if not seen:
-        raise DeviceError("the device never answered `ef-info` cleanly", "check the serial line")
-    raise DeviceError(f"the device runs another model (sha256 {seen[-1][:12]}…, this build {want[:12]}…)",
-                      f"flash this build first: edgeforge flash {build_dir}")
+        if identity.get("model_sha256") != want:  # a checked line: one mismatch is the device's own word
+            raise DeviceError(f"the device runs another model (sha256 {identity.get('model_sha256', '?')[:12]}…, "
+                              f"this build {want[:12]}…)", f"flash this build first: edgeforge flash {build_dir}")
+        _check_identity(identity, manifest, in_bytes, build_dir)
+        return identity
+    raise DeviceError(f"the device did not prove it runs this build's model (no checked answer to `ef-info`: "
+                      f"{last.message if last else 'no answer'})",
+                      f"flash this build (edgeforge flash {build_dir}); to bench a plain MLPerf Tiny DUT without "
+                      "the identity and integrity checks, pass --plain-dut")
 
 
-def _inputs(path: Path | None, info: Any, count: int, manifest: dict[str, Any],
+def _check_identity(identity: dict[str, str], manifest: Manifest, in_bytes: int, build_dir: Path) -> None:
+    proto = identity.get("proto", "")
+    if not proto.isdigit() or int(proto) < PROTO:
+        raise DeviceError(f"the device speaks bench protocol {proto or '?'}, this edgeforge needs {PROTO} or later",
+                          f"reflash the bench firmware: edgeforge flash {build_dir}")
+    missing = [e for e in required_extensions(manifest) if e not in identity.get("ext", "").split(";")]
+    if missing:
+        raise DeviceError(f"the device lacks {', '.join(missing)}, which this build's bench firmware has",
+                          f"reflash the bench firmware: edgeforge flash {build_dir}")
+    wrong = [(k, identity.get(k), str(v)) for k, v in (("target", manifest.target.id), ("in_bytes", in_bytes))
+             if identity.get(k) != str(v)]
+    arena = (manifest.native or {}).get("arena_bytes")
+    if manifest.target.runtime == Runtime.NATIVE and arena is not None and identity.get("arena") != str(arena):
+        wrong.append(("arena", identity.get("arena"), str(arena)))
+    if wrong:
+        k, got, exp = wrong[0]
+        raise DeviceError(f"the device's {k} is {got}, this build's is {exp}",
+                          f"flash this build first: edgeforge flash {build_dir}")
+
+
+def _results_to_bytes(out: Any) -> Any:
+    """For a plain MLPerf DUT: its dequantised ``m-results`` values back to output bytes (unchecked)."""
+    dtype = np.dtype(out.dtype)
+
+    def decode(values: tuple[float, ...]) -> bytes:
+        v = np.asarray(values, dtype=np.float64)
+        if dtype.kind in "iu" and out.scale:
+            info = np.iinfo(dtype)
+            v = np.clip(np.rint(v / out.scale[0] + out.zero_point[0]), info.min, info.max)
+        return v.astype(dtype).tobytes()
+
+    return decode
+
+
+def _inputs(path: Path | None, info: Any, count: int, manifest: Manifest,
             data_quant: InputQuant | None = None) -> np.ndarray:
     inp = info.input_tensors()[0]
     sample = inp.shape[1:] if len(inp.shape) > 1 and inp.shape[0] == 1 else inp.shape
@@ -112,7 +155,10 @@ def _inputs(path: Path | None, info: Any, count: int, manifest: dict[str, Any],
 
 def bench_build(build_dir: Path, board: str | None, port: str | None, runs: int, warmup: int,
                 input_path: Path | None, count: int, reporter: Reporter | None = None,
-                baud: int | None = None, data_quant: InputQuant | None = None) -> BenchOutcome:
+                baud: int | None = None, data_quant: InputQuant | None = None,
+                plain_dut: bool = False) -> BenchOutcome:
+    """Bench a build on a board. ``plain_dut``: the user asked to bench a plain MLPerf Tiny DUT (no identity
+    check, no checked figures); otherwise the device must prove it runs this build's model (exit 4)."""
     reporter = reporter or NullReporter()
     manifest, model, info = read_build(build_dir)
     target = load_registry().get(manifest.target.id)
@@ -132,11 +178,12 @@ def bench_build(build_dir: Path, board: str | None, port: str | None, runs: int,
                     target.data["flash"].get("remote_dir", "edgeforge")) as running:
         transport = SerialTransport(running.url, baud or int(target.data.get("serial", {}).get("baud", 115200)))
         try:
-            client = DutClient(transport)
+            client = DutClient(transport, plain=plain_dut)
             _connect(client)
-            identity = _identify(client, manifest.model.sha256, build_dir)
-            report = run_session(client, transport, x, expected, runs, warmup, expected_latency,
-                                 on_retry=reporter.warning, progress=reporter.progress)
+            identity = {} if plain_dut else _identify(client, manifest, x[0].nbytes, build_dir)
+            report = run_session(client, transport, identity, x, expected, runs, warmup, expected_latency,
+                                 on_retry=reporter.warning, progress=reporter.progress,
+                                 decode_results=_results_to_bytes(out))
             if not report.all_match and "ef-dump" in identity.get("ext", ""):
                 if not (build_dir / "firmware" / IMAGES["host-sim"]).is_file():
                     with contextlib.suppress(DeviceError, UsageError):  # the host's reference dumps
@@ -147,7 +194,7 @@ def bench_build(build_dir: Path, board: str | None, port: str | None, runs: int,
             transport.close()
     agreement = output_agreement(report, expected, out)
     exact = manifest.target.runtime == Runtime.NATIVE
-    return _outcome(build_dir, manifest, target, running, report, runs, warmup, agreement, exact)
+    return _outcome(build_dir, manifest, target, running, report, runs, warmup, agreement, exact, not plain_dut)
 
 
 def output_agreement(report: BenchReport, expected: np.ndarray, out: Any) -> dict[str, float]:
@@ -197,12 +244,14 @@ def _host_dump(build_dir: Path, x: np.ndarray, k: int) -> bytes | None:
     script = f"db load {len(data)}%" + "".join(f"db {data[i:i + CHUNK].hex()}%" for i in range(0, len(data), CHUNK))
     script += f"ef-dump {k}%"
     out = subprocess.run([str(image)], input=script.encode(), capture_output=True, timeout=60).stdout.decode()
-    return bytes.fromhex("".join(ln.strip()[len("m-ef-dump-["):-1] for ln in out.splitlines()
-                                 if ln.startswith("m-ef-dump-[")))
+    lines = [check_line(ln.strip()) for ln in out.splitlines() if ln.startswith("m-ef-dump-[")]
+    if any(c is None for c in lines):
+        return None
+    return bytes.fromhex("".join(c[0][len("m-ef-dump-["):-1] for c in lines if c is not None))
 
 
 def _outcome(build_dir: Path, manifest: Manifest, target: Any, running: RunningBoard, report: BenchReport, runs: int,
-             warmup: int, agreement: dict[str, float], exact: bool) -> BenchOutcome:
+             warmup: int, agreement: dict[str, float], exact: bool, checked: bool) -> BenchOutcome:
     budget = target.budget
     checks = []
     if running.emulated:
@@ -224,6 +273,7 @@ def _outcome(build_dir: Path, manifest: Manifest, target: Any, running: RunningB
         "board": running.description,
         "url": running.url,
         "identity": report.identity,
+        "checked": checked,  # False: a plain MLPerf DUT (--plain-dut): no identity, no CRC on any figure
         "runs": runs, "warmup": warmup, "inputs": len(report.samples), "retries": report.retries,
         "latency": latency,
         "latencies_us": [round(s.latency_us, 1) for s in report.samples],

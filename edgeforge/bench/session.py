@@ -1,9 +1,10 @@
-"""A bench session: check the device runs this build, upload inputs, time inferences, compare outputs.
+"""A bench session: upload inputs, time inferences, fetch outputs, memory and per-op figures.
 
 Reliability rules: timeouts derive from the expected latency; a failed exchange (timeout, CRC mismatch,
-reboot, refused command) is retried after a resynchronisation and, where the port has control lines, a
-reset; a figure is reported only from an exchange whose checks all passed; if retries run out the bench
-fails (exit 4) rather than report anything."""
+reboot, refused command, a reply to another request) is retried after a resynchronisation and, where the
+port has control lines, a reset; a figure is reported only from an exchange whose checks all passed; if
+retries run out the bench fails (exit 4) rather than report anything. Which reports are fetched follows the
+identity the caller checked against the build (``identity["ext"]``), never a guess."""
 
 from __future__ import annotations
 
@@ -74,12 +75,15 @@ def _attempt(client: DutClient, transport: SerialTransport, what: str, fn: Calla
                       "check the cable/port speed; no figure was reported from the failed exchanges")
 
 
-def run_session(client: DutClient, transport: SerialTransport, inputs: np.ndarray, expected: np.ndarray,
-                runs: int, warmup: int, expected_latency_s: float, retries: int = 3,
+def run_session(client: DutClient, transport: SerialTransport, identity: dict[str, str], inputs: np.ndarray,
+                expected: np.ndarray, runs: int, warmup: int, expected_latency_s: float, retries: int = 3,
                 on_retry: Callable[[str], None] = lambda _m: None,
-                progress: Callable[[int, int], None] = lambda _d, _t: None) -> BenchReport:
-    """Bench every input: upload, ``infer runs warmup``, fetch the raw output bytes, compare."""
-    identity = client.info or client.identify()
+                progress: Callable[[int, int], None] = lambda _d, _t: None,
+                decode_results: Callable[[tuple[float, ...]], bytes] | None = None) -> BenchReport:
+    """Bench every input: upload, ``infer runs warmup``, fetch the raw output bytes (checked), compare.
+
+    ``identity``: the device's checked identity ({} for a plain MLPerf DUT, whose outputs come from its
+    unchecked ``m-results`` line through ``decode_results``)."""
     report = BenchReport(identity)
     infer_timeout = 5.0 + 3.0 * (runs + warmup + 1) * max(expected_latency_s, 0.001)
     for i, x in enumerate(inputs):
@@ -88,17 +92,19 @@ def run_session(client: DutClient, transport: SerialTransport, inputs: np.ndarra
         def one() -> tuple[float, bytes]:
             client.upload(data)
             result = client.infer(runs, warmup, infer_timeout)
-            raw = client.raw_output()
-            return result.latency_us, raw
+            if client.plain and decode_results is not None:
+                return result.latency_us, decode_results(result.results)
+            return result.latency_us, client.raw_output()
 
         (latency, raw), used = _attempt(client, transport, f"input {i}", one, retries, on_retry)
         report.retries += used
         want = np.ascontiguousarray(expected[i]).tobytes()
         report.samples.append(SampleResult(i, latency, raw, raw == want, used))
         progress(i + 1, len(inputs))
-    if "ef-mem" in identity.get("ext", ""):
+    ext = identity.get("ext", "").split(";")
+    if "ef-mem" in ext:
         report.memory = _attempt(client, transport, "memory report", client.memory, retries, on_retry)[0]
-    if "ef-ops" in identity.get("ext", ""):
+    if "ef-ops" in ext:
         report.ops = _attempt(client, transport, "per-op timing", lambda: client.op_times(infer_timeout),
                               retries, on_retry)[0]
     return report

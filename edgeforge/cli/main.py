@@ -198,6 +198,10 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--data-quant", metavar="SCALE,ZERO_POINT",
                     help="8-bit --input data means SCALE*(q-ZERO_POINT) (default: what the build recorded)")
     bn.add_argument("--baud", type=_at_least(1), help="serial speed (default: the target profile's)")
+    bn.add_argument("--plain-dut", action="store_true",
+                    help="the board runs a plain MLPerf Tiny DUT firmware: bench it without the identity check "
+                         "and without CRC-checked figures (default: refuse a board that does not prove it runs "
+                         "this build's model, exit 4)")
     calibrate_cli.add_parser(sub, common, EPILOG)
     doctor_cli.add_parser(sub, common, EPILOG)
     return parser
@@ -448,10 +452,11 @@ def cmd_bench(args: argparse.Namespace, c: Console) -> int:
         with rig.lock(args.board) as rb:
             kw = rb.bench_args()
             outcome = bench_build(args.build_dir, kw["board"], kw["port"], args.runs, args.warmup, args.input,
-                                  args.count, CliReporter(c), args.baud or kw["baud"], _data_quant(args.data_quant))
+                                  args.count, CliReporter(c), args.baud or kw["baud"], _data_quant(args.data_quant),
+                                  args.plain_dut)
     else:
         outcome = bench_build(args.build_dir, args.board, args.port, args.runs, args.warmup, args.input,
-                              args.count, CliReporter(c), args.baud, _data_quant(args.data_quant))
+                              args.count, CliReporter(c), args.baud, _data_quant(args.data_quant), args.plain_dut)
     d = outcome.doc
     code = ExitCode.OK
     if not outcome.outputs_match:

@@ -27,6 +27,8 @@ class SerialTransport:
         except ImportError:
             raise ToolMissingError("pyserial is not installed", "pip install pyserial") from None
         try:
+            # the timeout only bounds one wait for the *first* byte (so deadlines are checked); reads return as
+            # soon as bytes are there (see read_line), never after a fixed delay
             self._port: Any = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05)
         except (serial.SerialException, ValueError, OSError) as exc:
             raise DeviceError(f"cannot open {url}: {exc}", "check --port / --board and that the device is "
@@ -43,7 +45,7 @@ class SerialTransport:
             raise DeviceError(f"write to {self.url} failed: {exc}", "the device disconnected?") from None
 
     def read_line(self, timeout: float) -> str:
-        """Next line, or DeviceTimeout after ``timeout`` seconds without one."""
+        """Next line as soon as its newline arrives, or DeviceTimeout after ``timeout`` seconds without one."""
         deadline = time.monotonic() + timeout
         while True:
             nl = self._buffer.find(b"\n")
@@ -57,7 +59,13 @@ class SerialTransport:
                 raise DeviceTimeout(f"no answer from {self.url} within {timeout:.1f} s",
                                     "check the board is running edgeforge's bench firmware (edgeforge flash)")
             try:
-                chunk = self._port.read(4096)
+                # read(1) returns at the first byte (or after the port timeout); then take what is already
+                # waiting. A bigger read(n) would wait for n bytes or the whole timeout: 50 ms per exchange on
+                # socket:// (pyserial's socket reads loop until `size` bytes), whatever the device's speed.
+                chunk = self._port.read(1)
+                waiting = self._port.in_waiting if chunk else 0
+                if waiting:
+                    chunk += self._port.read(waiting)
             except Exception as exc:
                 raise DeviceError(f"read from {self.url} failed: {exc}", "the device disconnected?") from None
             if chunk:

@@ -17,7 +17,7 @@
 
 #define EF_OPS_SLOTS (EF_MODEL_NUM_OPS > 0 ? EF_MODEL_NUM_OPS : 1)
 #define EF_HEX_LINE_BYTES 32 /* bytes per m-ef-out-[...] / m-ef-dump-[...] line */
-#define EF_TOKENS 4
+#define EF_TOKENS 5 /* "db print COUNT OFFSET #SEQ" is the longest command */
 
 #if EF_BENCH_RESULT_DECIMALS < 0 || EF_BENCH_RESULT_DECIMALS > 9
 #error "EF_BENCH_RESULT_DECIMALS must be 0..9"
@@ -26,9 +26,21 @@
 static const char kFirmwareVersion[] = "ULPMark for tinyML Firmware V0.0.1";
 
 /* ------------------------------------------------------------------------------------------------ state */
-static char cmd_buf[EE_CMD_SIZE + 1];
+static char cmd_buf[EF_BENCH_LINE_MAX + 1];
 static size_t cmd_len;
 static int cmd_too_long;
+
+/* Request/reply matching: a command may end with a token "#<n>" (edgeforge's host sends one with every
+ * command); every checked line the command prints carries n, and the command ends with a checked
+ * m-ef-done-[status=...] line before m-ready, so a host never takes a stale or partial reply for this one. */
+static uint32_t cmd_seq;
+static int cmd_has_seq;
+static const char* cmd_status; /* NULL: ok; else the code of the e- line this command printed */
+
+/* Checked lines: every m-ef- line ends with "|<seq>|<crc32>", the CRC-32 over all characters before the last
+ * '|', so one damaged digit anywhere in the line (a figure, a name, the extension list) is detected. */
+static int crc_on;
+static uint32_t crc_acc;
 
 static uint8_t db_buf[EF_BENCH_MAX_INPUT > 0 ? EF_BENCH_MAX_INPUT : 1];
 static uint32_t db_len; /* N of the last accepted `db load N` (0: none yet) */
@@ -64,6 +76,10 @@ static void out_flush(void) {
 static void out_c(char c) {
   if (on == sizeof ob) out_flush();
   ob[on++] = c;
+  if (crc_on) {
+    uint8_t b = (uint8_t)c;
+    crc_acc = ef_bench_crc32(crc_acc, &b, 1u);
+  }
 }
 
 static void out_s(const char* s) {
@@ -114,6 +130,23 @@ static void out_line(const char* s) {
   out_eol();
 }
 
+/* Starts a checked line (see crc_on): the prefix is part of what the CRC covers. */
+static void chk_begin(const char* prefix) {
+  crc_acc = 0u;
+  crc_on = 1;
+  out_s(prefix);
+}
+
+/* Ends a checked line: "|<seq>|<crc32 of everything before this last '|'>" and CR LF. */
+static void chk_end(void) {
+  out_c('|');
+  out_u32(cmd_seq);
+  crc_on = 0;
+  out_c('|');
+  out_hex32(crc_acc);
+  out_eol();
+}
+
 static void out_lap(uint32_t us) {
   out_s("m-lap-us-");
   out_u32(us);
@@ -133,6 +166,7 @@ static void out_token(const char* s) {
 }
 
 static void err_begin(const char* code) {
+  if (cmd_status == NULL) cmd_status = code;
   out_s("e-[");
   out_s(code);
   out_c(':');
@@ -237,10 +271,10 @@ static int hex_val(char c) {
 
 static void hex_line(const char* prefix, const uint8_t* p, uint32_t n) {
   uint32_t i;
-  out_s(prefix);
+  chk_begin(prefix);
   for (i = 0; i < n; ++i) out_hex8(p[i]);
   out_c(']');
-  out_eol();
+  chk_end();
 }
 
 /* Streams n bytes as "<prefix><hex>]" lines of at most EF_HEX_LINE_BYTES bytes. */
@@ -567,7 +601,7 @@ static void cmd_infer(char** tok, int ntok) {
     const uint32_t v[3] = {n, t0, t1};
     int k;
     for (k = 0; k < 12; ++k) b[k] = (uint8_t)(v[k / 4] >> (8 * (k % 4)));
-    out_s("m-ef-lap-[n=");
+    chk_begin("m-ef-lap-[n=");
     out_u32(n);
     out_s(",t0=");
     out_u32(t0);
@@ -575,8 +609,8 @@ static void cmd_infer(char** tok, int ntok) {
     out_u32(t1);
     out_s(",crc32=");
     out_hex32(ef_bench_crc32(0u, b, sizeof b));
-    out_s("]");
-    out_eol();
+    out_c(']');
+    chk_end();
   }
   out_line("m-infer-done");
   save_output();
@@ -592,7 +626,7 @@ static void cmd_results(void) {
 }
 
 static void print_info(void) {
-  out_s("m-ef-info-[proto=");
+  chk_begin("m-ef-info-[proto=");
   out_u32(EF_BENCH_PROTO_VERSION);
   out_s(",edgeforge=" EF_MODEL_EDGEFORGE_VERSION ",model_sha256=" EF_MODEL_SHA256 ",target=" EF_MODEL_TARGET
         ",rounding=" EF_MODEL_ROUNDING ",backend=" EF_BENCH_BACKEND ",arena=");
@@ -603,12 +637,14 @@ static void print_info(void) {
   out_u32((uint32_t)ef_model_output_bytes(0));
   out_s(",ops=");
   out_u32((uint32_t)EF_MODEL_NUM_OPS);
+  out_s(",db_chunk=");
+  out_u32((uint32_t)EF_BENCH_DB_CHUNK);
 #if EF_BENCH_HAVE_OP_INFO
   out_s(",ext=ef-info;ef-out;ef-crc;ef-lap;ef-mem;ef-ops;ef-dump]");
 #else
   out_s(",ext=ef-info;ef-out;ef-crc;ef-lap;ef-mem;ef-ops]");
 #endif
-  out_eol();
+  chk_end();
 }
 
 static void cmd_ef_out(void) {
@@ -617,32 +653,32 @@ static void cmd_ef_out(void) {
     return;
   }
   hex_lines("m-ef-out-[", out_copy, out_len);
-  out_s("m-ef-out-end-[bytes=");
+  chk_begin("m-ef-out-end-[bytes=");
   out_u32(out_len);
   out_s(",crc32=");
   out_hex32(ef_bench_crc32(0u, out_copy, out_len));
   out_c(']');
-  out_eol();
+  chk_end();
 }
 
 static void cmd_ef_crc(void) {
-  out_s("m-ef-in-crc32-[bytes=");
+  chk_begin("m-ef-in-crc32-[bytes=");
   out_u32(db_pos);
   out_s(",crc32=");
   out_hex32(ef_bench_crc32(0u, db_buf, db_pos));
   out_c(']');
-  out_eol();
+  chk_end();
 }
 
 static void cmd_ef_mem(void) {
-  out_s("m-ef-mem-[arena=");
+  chk_begin("m-ef-mem-[arena=");
   out_u32((uint32_t)EF_MODEL_ARENA_BYTES);
   out_s(",stack_hwm=");
   out_i32(ef_port_stack_hwm());
   out_s(",stack_size=");
   out_i32(ef_port_stack_size());
   out_c(']');
-  out_eol();
+  chk_end();
 }
 
 static void cmd_ef_ops(void) {
@@ -666,7 +702,7 @@ static void cmd_ef_ops(void) {
     return;
   }
   for (i = 0; i < EF_MODEL_NUM_OPS; ++i) {
-    out_s("m-ef-op-[");
+    chk_begin("m-ef-op-[");
     out_u32((uint32_t)i);
     out_c(',');
     out_s(op_name(i));
@@ -675,18 +711,18 @@ static void cmd_ef_ops(void) {
     out_c(',');
     out_u32(op_cycles[i]);
     out_c(']');
-    out_eol();
+    chk_end();
     sum_us += op_us[i];
     sum_cycles += op_cycles[i];
   }
-  out_s("m-ef-ops-total-[us=");
+  chk_begin("m-ef-ops-total-[us=");
   out_u32(sum_us);
   out_s(",cycles=");
   out_u32(sum_cycles);
   out_c(']');
-  out_eol();
+  chk_end();
   /* Timer facts and the whole invoke timed around the profiled run: invoke - total = profiling overhead. */
-  out_s("m-ef-ops-timer-[us_source=");
+  chk_begin("m-ef-ops-timer-[us_source=");
   out_s(ef_port_timer_name());
   out_s(",cycles_source=");
   out_s(ef_port_cycles_name());
@@ -697,7 +733,7 @@ static void cmd_ef_ops(void) {
   out_s(",invoke_cycles=");
   out_u32(c1 - c0);
   out_c(']');
-  out_eol();
+  chk_end();
 }
 
 static void cmd_ef_dump(char** tok, int ntok) {
@@ -731,14 +767,14 @@ static void cmd_ef_dump(char** tok, int ntok) {
       err("E_UNSUPPORTED", "ef_model.c was compiled without the bench op hooks (ef_bench_hooks.h)");
       return;
     }
-    out_s("m-ef-dump-end-[op=");
+    chk_begin("m-ef-dump-end-[op=");
     out_u32(k);
     out_s(",bytes=");
     out_u32(dump_bytes);
     out_s(",crc32=");
     out_hex32(dump_crc);
     out_c(']');
-    out_eol();
+    chk_end();
   }
 #else
   err("E_UNSUPPORTED", "this build's ef_model.h has no op table (ef_model_ops)");
@@ -758,6 +794,14 @@ static void execute(char* line) {
     while (*p != '\0' && *p != ' ') ++p;
   }
   if (ntok > EF_TOKENS) ntok = EF_TOKENS + 1; /* "too many": every command rejects it */
+  cmd_seq = 0u;
+  cmd_has_seq = 0;
+  cmd_status = NULL;
+  /* A last token "#<n>" is the host's request number, not an argument (see cmd_seq). */
+  if (ntok >= 1 && ntok <= EF_TOKENS && tok[ntok - 1][0] == '#' && parse_u32(tok[ntok - 1] + 1, &cmd_seq)) {
+    cmd_has_seq = 1;
+    --ntok;
+  }
   if (ntok == 0) {
     /* bare '%': resynchronisation no-op */
   } else if (strcmp(tok[0], "name") == 0 && ntok == 1) {
@@ -801,6 +845,13 @@ static void execute(char* line) {
     out_s("'");
     err_end();
   }
+  if (cmd_has_seq) {
+    chk_begin("m-ef-done-[status=");
+    out_s(cmd_status != NULL ? cmd_status : "ok");
+    out_c(']');
+    chk_end();
+  }
+  cmd_seq = 0u;
   out_line("m-ready");
 }
 
@@ -809,10 +860,13 @@ void ef_bench_feed(int c) {
   if (c < 0) return;
   c &= 0xFF;
   if (c == '%') {
-    if (cmd_too_long) {
+    /* `db <hex>` lines may be up to EF_BENCH_LINE_MAX characters (uploads in EF_BENCH_DB_CHUNK-byte lines, as
+     * ef-info announces); every other command keeps MLPerf's EE_CMD_SIZE. */
+    int db_line = cmd_len >= 3u && cmd_buf[0] == 'd' && cmd_buf[1] == 'b' && cmd_buf[2] == ' ';
+    if (cmd_too_long || (cmd_len > EE_CMD_SIZE && !db_line)) {
       err_begin("E_LINE_TOO_LONG");
       out_s("line longer than ");
-      out_u32(EE_CMD_SIZE);
+      out_u32(cmd_too_long ? (uint32_t)EF_BENCH_LINE_MAX : (uint32_t)EE_CMD_SIZE);
       out_s(" characters discarded");
       err_end();
       out_line("m-ready");
@@ -825,7 +879,7 @@ void ef_bench_feed(int c) {
     return;
   }
   if (c < 0x20 || c > 0x7E) return; /* CR, LF, NUL, other control bytes and 8-bit bytes: ignored */
-  if (cmd_len < EE_CMD_SIZE) {
+  if (cmd_len < (size_t)EF_BENCH_LINE_MAX) {
     cmd_buf[cmd_len++] = (char)c;
   } else {
     cmd_too_long = 1; /* keep discarding up to the next '%' */

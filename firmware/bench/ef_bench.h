@@ -12,6 +12,7 @@
  *   EF_BENCH_MAX_INPUT      db buffer bytes (MAX_DB_INPUT_SIZE)         default the model's input 0 bytes
  *   EF_BENCH_MAX_OUTPUT     bytes kept from output 0 after each inference  default the model's output 0 bytes
  *   EF_BENCH_RESULT_DECIMALS  digits after the point in m-results                         default 6
+ *   EF_BENCH_DB_CHUNK       bytes per `db <hex>` line accepted (announced in ef-info)     default 256
  *   EF_BENCH_BACKEND        kernel backend reported by ef-info                          default "reference"
  *   EF_BENCH_HAVE_OP_INFO   1 when ef_model.h declares ef_model_ops[] / ef_model_arena()
  *                                                      default: 1 when ef_model.h defines EF_MODEL_SHA256
@@ -32,9 +33,20 @@
 
 #include "ef_model.h"
 
-#define EF_BENCH_PROTO_VERSION 1
+/* 2: every m-ef- line is checked ("|<seq>|<crc32>"), commands may carry "#<seq>" and then end with a checked
+ * m-ef-done-[status=...] line, db lines up to EF_BENCH_DB_CHUNK bytes (announced as db_chunk= in ef-info). */
+#define EF_BENCH_PROTO_VERSION 2
 /* Command characters accepted per line, '%' not counted (the reference's EE_CMD_SIZE). */
 #define EE_CMD_SIZE 80
+/* Bytes per `db <hex>` line the firmware accepts (and announces in ef-info): a `db` line may be up to
+ * EF_BENCH_LINE_MAX characters ("db ", the hex digits, " #<seq>"); other commands stay within EE_CMD_SIZE. */
+#ifndef EF_BENCH_DB_CHUNK
+#define EF_BENCH_DB_CHUNK 256
+#endif
+#if EF_BENCH_DB_CHUNK < 38
+#error "EF_BENCH_DB_CHUNK must be at least 38 (an 80-character db line)"
+#endif
+#define EF_BENCH_LINE_MAX (3 + 2 * (EF_BENCH_DB_CHUNK) + 12)
 
 /* Output element types (values of EF_BENCH_OUT_DTYPE). */
 #define EF_DT_int8 1

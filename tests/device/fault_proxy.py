@@ -24,8 +24,12 @@ class Faults:
 
 class FaultProxy:
     def __init__(self, upstream: Callable[[], tuple[str, int]], faults: Faults, seed: int = 0,
-                 on_reset: Callable[[], None] | None = None, max_resets: int = 3) -> None:
+                 on_reset: Callable[[], None] | None = None, max_resets: int = 3,
+                 rewrite: Callable[[bytes], bytes] | None = None) -> None:
+        """``rewrite``: applied to every complete device->host line (``\n`` included) before the random
+        faults, for targeted damage (flip one digit of one figure, drop one line, hold one back)."""
         self.upstream = upstream
+        self.rewrite = rewrite
         self.faults = faults
         self.rng = random.Random(seed)
         self.on_reset = on_reset
@@ -89,6 +93,7 @@ class FaultProxy:
 
     def _pump(self, src: socket.socket, dst: socket.socket, to_host: bool) -> None:
         src.settimeout(0.1)
+        pending = b""
         while not self._stop.is_set():
             try:
                 data = src.recv(256)
@@ -98,6 +103,10 @@ class FaultProxy:
                 break
             if not data:
                 break
+            if to_host and self.rewrite is not None:
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                data = b"".join(self.rewrite(ln + b"\n") for ln in lines)
             try:
                 dst.sendall(self._damage(data, to_host))
             except OSError:

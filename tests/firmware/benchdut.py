@@ -36,6 +36,15 @@ def crc32(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
+def unchecked(line: str, seq: int = 0) -> str:
+    """An ``m-ef-`` line without its ``|<seq>|<crc32>`` suffix, asserting both (bench protocol 2)."""
+    head, _, crc = line.rpartition("|")
+    assert re.fullmatch(r"[0-9a-f]{8}", crc) and crc32(head.encode("latin-1")) == int(crc, 16), f"bad CRC: {line}"
+    body, _, got = head.rpartition("|")
+    assert got == str(seq), f"request number {got}, expected {seq}: {line}"
+    return body
+
+
 def fields(line: str, prefix: str) -> dict[str, str]:
     assert line.startswith(prefix) and line.endswith("]"), line
     return dict(part.split("=", 1) for part in line[len(prefix) : -1].split(","))
@@ -139,10 +148,11 @@ class Dut:
         return line
 
     def reply(self, timeout: float = 10.0) -> list[str]:
-        """Lines up to (not including) the next ``m-ready``."""
+        """Lines up to (not including) the next ``m-ready``; ``m-ef-`` lines checked (CRC, request number 0: these
+        helpers send none) and returned without their suffix."""
         out = []
         while (line := self.read_line(timeout)) != "m-ready":
-            out.append(line)
+            out.append(unchecked(line) if line.startswith("m-ef-") else line)
         return out
 
     def boot(self, timeout: float = 10.0) -> list[str]:
@@ -358,7 +368,7 @@ def _random_line(rng: random.Random) -> Item:
         data = bytes(rng.choice([rng.randrange(256), rng.randrange(0x20, 0x7F)]) for _ in range(n))
         data = data.replace(b"%", b"")
         text = bytes(b for b in data if 0x20 <= b <= 0x7E).decode()
-        if len(text) > 80:
+        if len(text) > (3 + 2 * 256 + 12 if text.startswith("db ") else 80):
             return Item(data, code="E_LINE_TOO_LONG")
         tokens = text.split()
         if not tokens:
@@ -377,7 +387,8 @@ def garbage(rng: random.Random, in_bytes: int, n_random: int = 40) -> list[Item]
         Item(b"\r\n", lines=()),
         Item(b"\r\nname\r\n", lines=name),  # CR/LF ignored
         Item(b"na\x00m\xffe\x07", lines=name),  # non-printables ignored
-        Item(b"db " + b"00" * 60, code="E_LINE_TOO_LONG"),  # valid hex, but 123 characters: discarded whole
+        Item(b"db " + b"00" * 263, code="E_LINE_TOO_LONG"),  # valid hex, but 529 characters: discarded whole
+        Item(b"name " + b"x" * 80, code="E_LINE_TOO_LONG"),  # only db lines may be longer than 80
         Item(b"x" * 5000, code="E_LINE_TOO_LONG"),
         Item(b"db load 1000000", code="E_DB_SIZE"),
         Item(f"db load {in_bytes + 1}".encode(), code="E_DB_SIZE"),

@@ -78,7 +78,7 @@ def test_boot_identity_and_mlperf_commands(dut, tiny_build: Path) -> None:
     m = _manifest(tiny_build)
     info = dut.info()
     assert info == {
-        "proto": "1",
+        "proto": "2",
         "edgeforge": m["edgeforge_version"],
         "model_sha256": m["model"]["sha256"],
         "target": "cortex-m4",
@@ -88,6 +88,7 @@ def test_boot_identity_and_mlperf_commands(dut, tiny_build: Path) -> None:
         "in_bytes": "64",
         "out_bytes": "10",
         "ops": str(len(m["native"]["schedule"])),
+        "db_chunk": "256",
         "ext": "ef-info;ef-out;ef-crc;ef-lap;ef-mem;ef-ops;ef-dump",
     }
     # the boot banner carried the same identity line
@@ -164,19 +165,55 @@ def test_upload_in_small_and_odd_chunks(dut, tiny_build: Path) -> None:
 
 
 def test_command_line_limit_is_80_characters(dut, tiny_build: Path) -> None:
+    """MLPerf's 80 characters for every command; `db <hex>` lines (only) up to the 256 bytes ef-info announces."""
     dut.upload(bytes(64))
     dut.ok("db load 64")
-    line80 = "db " + "ab" * 38 + "c"  # 80 characters, odd digit count -> parsed (and refused as odd)
-    assert len(line80) == 80
-    assert dut.error(line80)[0] == "E_HEX_ODD"
-    line81 = "db " + "ab" * 39  # 81 characters of valid hex -> discarded whole
-    assert dut.error(line81) == ("E_LINE_TOO_LONG", "line longer than 80 characters discarded")
+    assert dut.error("help " + "x" * 76) == ("E_LINE_TOO_LONG", "line longer than 80 characters discarded")
+    assert dut.error("db " + "ab" * 38 + "c")[0] == "E_HEX_ODD"  # 80 characters: parsed
+    assert dut.error("db " + "ab" * 263) == ("E_LINE_TOO_LONG", "line longer than 527 characters discarded")
     assert dut.in_crc() == (0, 0)
     ok80 = "db " + "cd" * 38 + " "  # trailing space: still 80 characters
     assert dut.ok(ok80) == []
     assert dut.in_crc() == (38, crc32(b"\xcd" * 38))
+    # a 64-byte db line (131 characters) is a bench-protocol-2 upload line
+    dut.ok("db load 64")
+    assert dut.ok("db " + bytes(range(64)).hex()) == ["m-load-done"]
+    assert dut.in_crc() == (64, crc32(bytes(range(64))))
     # the MLPerf runner's 31-byte lines (65 characters) are well inside the limit
     dut.upload(bytes(range(64)))
+    dut.assert_quiet()
+
+
+def test_request_numbers_and_checked_lines(dut, tiny_build: Path) -> None:
+    """Bench protocol 2: a command ending in `#<n>` gets every m-ef- line tagged n and CRC-checked, and a checked
+    m-ef-done-[status=...] line just before m-ready (the code of its e- line when it failed); MLPerf lines are
+    unchanged."""
+    from benchdut import unchecked
+
+    def raw(cmd: str) -> list[str]:
+        dut.write(cmd.encode() + b"%")
+        out = []
+        while (line := dut.read_line()) != "m-ready":
+            out.append(line)
+        return out
+
+    lines = raw("ef-mem #77")
+    assert len(lines) == 2 and unchecked(lines[1], 77) == "m-ef-done-[status=ok]"
+    assert unchecked(lines[0], 77).startswith("m-ef-mem-[arena=")
+    lines = raw("bogus #78")
+    assert lines[0] == "e-[E_UNKNOWN:unknown command 'bogus']" and unchecked(lines[1], 78) == "m-ef-done-[status=E_UNKNOWN]"
+    lines = raw("db load 0 #4294967295")
+    assert lines[0].startswith("e-[E_ARG:") and unchecked(lines[1], 4294967295) == "m-ef-done-[status=E_ARG]"
+    lines = raw("name #5")
+    assert lines[0] == "m-name-dut-[edgeforge]" and unchecked(lines[1], 5) == "m-ef-done-[status=ok]"
+    assert [unchecked(ln, 6) for ln in raw("#6")] == ["m-ef-done-[status=ok]"]  # a numbered resync no-op
+    assert raw("name #x")[0].startswith("e-[E_ARG:")  # not a request number: an argument, refused
+    # one flipped bit anywhere in a checked line fails its CRC
+    line = raw("ef-info #9")[0]
+    for i in range(len(line) - 9):
+        bad = line[:i] + chr(ord(line[i]) ^ 0x04) + line[i + 1:]
+        with pytest.raises(AssertionError):
+            unchecked(bad, 9)
     dut.assert_quiet()
 
 
@@ -264,7 +301,8 @@ def test_garbage_keeps_state_and_framing(dut, tiny_build: Path, cli, tmp_path: P
     items += garbage(rng, len(second), n_random=10)[:12]
     items = [it for it in items if it.data != b"db 00"]  # mid-upload, 1 byte would fit: not an error here
     items += [Item(b"db " + second[31:].hex().encode() + b"00", code="E_DB_OVERFLOW"),  # one byte past N
-              Item(b"db " + (b"ab" * 40), code="E_LINE_TOO_LONG"),
+              Item(b"db " + (b"ab" * 40), code="E_DB_OVERFLOW"),  # 83 characters: a protocol-2 db line, too many bytes
+              Item(b"db " + (b"ab" * 300), code="E_LINE_TOO_LONG"),
               Item(b"db " + second[31:62].hex().encode() + b"x", code="E_HEX_DIGIT"),
               Item(b"db " + second[31:62].hex().encode()[:-1], code="E_HEX_ODD"),
               Item(b"db " + second[31:].hex().encode(), lines=("m-load-done",))]

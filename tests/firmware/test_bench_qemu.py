@@ -146,7 +146,7 @@ def test_qemu_resync_after_missed_boot_banner(tiny_elf: Path) -> None:
         d.write(b"%")
         assert d.reply() == []
         assert d.ok("name") == ["m-name-dut-[edgeforge]"]
-        assert d.ok("ef-info")[0].startswith("m-ef-info-[proto=1,")
+        assert d.ok("ef-info")[0].startswith("m-ef-info-[proto=2,")
         d.assert_quiet()
 
 

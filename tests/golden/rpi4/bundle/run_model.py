@@ -67,10 +67,19 @@ def serve(interpreter, runtime, manifest):
     outd = interpreter.get_output_details()[0]
     spec, ospec = manifest["inputs"][0], manifest["outputs"][0]
     in_bytes = int(np.prod(spec["shape"])) * np.dtype(spec["dtype"]).itemsize
-    state = {"buf": bytearray(), "want": 0, "result": None}
+    state = {"buf": bytearray(), "want": 0, "result": None, "seq": 0, "status": None}
 
     def say(line):
         out.write(line + "\r\n")
+
+    def say_checked(line):
+        # bench protocol 2: every m-ef- line ends with |<request number>|<CRC-32 of all before the last |>
+        head = "%s|%d" % (line, state["seq"])
+        say("%s|%08x" % (head, crc32(head.encode("ascii"))))
+
+    def fail(line):
+        state["status"] = state["status"] or line[3:].split(":", 1)[0]
+        say(line)
 
     def now_us():
         return ((time.perf_counter_ns() - start) // 1000) & 0xFFFFFFFF
@@ -82,8 +91,8 @@ def serve(interpreter, runtime, manifest):
         return "m-results-[" + ",".join("%.6f" % v for v in real.reshape(-1)) + "]"
 
     def info():
-        return ("m-ef-info-[proto=1,edgeforge=0.1.0,model_sha256=%s,target=rpi4,rounding=n/a,"
-                "backend=%s,arena=-1,in_bytes=%d,out_bytes=%d,ops=0,ext=ef-info;ef-out;ef-crc;ef-lap]"
+        return ("m-ef-info-[proto=2,edgeforge=0.1.0,model_sha256=%s,target=rpi4,rounding=n/a,"
+                "backend=%s,arena=-1,in_bytes=%d,out_bytes=%d,ops=0,db_chunk=256,ext=ef-info;ef-out;ef-crc;ef-lap]"
                 % (manifest["model_sha256"], runtime.replace(".", "_"), in_bytes,
                    int(np.prod(ospec["shape"])) * np.dtype(ospec["dtype"]).itemsize))
 
@@ -100,43 +109,43 @@ def serve(interpreter, runtime, manifest):
         elif head == "timestamp":
             say("m-lap-us-%d" % now_us())
         elif head == "ef-info":
-            say(info())
+            say_checked(info())
         elif head == "db" and len(tok) >= 2 and tok[1] == "load":
             if len(tok) != 3 or not tok[2].isdigit() or int(tok[2]) == 0 or int(tok[2]) > in_bytes:
-                say("e-[E_DB_SIZE:db load N needs 0 < N <= %d]" % in_bytes)
+                fail("e-[E_DB_SIZE:db load N needs 0 < N <= %d]" % in_bytes)
                 return
             state["buf"], state["want"] = bytearray(), int(tok[2])
             say("m-[Expecting %d bytes]" % state["want"])
         elif head == "db" and len(tok) == 2:
             digits = tok[1]
             if len(digits) % 2:
-                say("e-[E_HEX_ODD:odd number of hex digits]")
+                fail("e-[E_HEX_ODD:odd number of hex digits]")
                 return
             try:
                 data = bytes.fromhex(digits)
             except ValueError:
-                say("e-[E_HEX_DIGIT:invalid hex digit]")
+                fail("e-[E_HEX_DIGIT:invalid hex digit]")
                 return
             if len(state["buf"]) + len(data) > state["want"]:
-                say("e-[E_DB_OVERFLOW:write past the announced size]")
+                fail("e-[E_DB_OVERFLOW:write past the announced size]")
                 return
             state["buf"] += data
             if len(state["buf"]) == state["want"]:
                 say("m-load-done")
         elif head == "ef-crc":
-            say("m-ef-in-crc32-[bytes=%d,crc32=%08x]" % (len(state["buf"]), crc32(bytes(state["buf"]))))
+            say_checked("m-ef-in-crc32-[bytes=%d,crc32=%08x]" % (len(state["buf"]), crc32(bytes(state["buf"]))))
         elif head == "infer":
             try:
                 n = int(tok[1]) if len(tok) > 1 else 1
                 w = int(tok[2]) if len(tok) > 2 else 10
             except ValueError:
-                say("e-[E_ARG:infer N W takes integers]")
+                fail("e-[E_ARG:infer N W takes integers]")
                 return
             if n <= 0 or w < 0 or len(tok) > 3:
-                say("e-[E_ARG:infer needs N > 0 and W >= 0]")
+                fail("e-[E_ARG:infer needs N > 0 and W >= 0]")
                 return
             if len(state["buf"]) != in_bytes:
-                say("e-[E_NO_INPUT:upload %d bytes with db load first]" % in_bytes)
+                fail("e-[E_NO_INPUT:upload %d bytes with db load first]" % in_bytes)
                 return
             x = np.frombuffer(bytes(state["buf"]), dtype=spec["dtype"]).reshape(spec["shape"])
             say("m-warmup-start-%d" % w)
@@ -152,27 +161,27 @@ def serve(interpreter, runtime, manifest):
             t1 = now_us()
             say("m-lap-us-%d" % t0)
             say("m-lap-us-%d" % t1)
-            say("m-ef-lap-[n=%d,t0=%d,t1=%d,crc32=%08x]" % (n, t0, t1, crc32(struct.pack("<III", n, t0, t1))))
+            say_checked("m-ef-lap-[n=%d,t0=%d,t1=%d,crc32=%08x]" % (n, t0, t1, crc32(struct.pack("<III", n, t0, t1))))
             say("m-infer-done")
             state["result"] = np.array(interpreter.get_tensor(outd["index"]))
             say(results_line(state["result"]))
         elif head in ("results", "ef-out"):
             if state["result"] is None:
-                say("e-[E_NO_RESULT:no inference has run yet]")
+                fail("e-[E_NO_RESULT:no inference has run yet]")
                 return
             if head == "results":
                 say(results_line(state["result"]))
                 return
             raw = state["result"].tobytes()
             for i in range(0, len(raw), 32):
-                say("m-ef-out-[%s]" % raw[i:i + 32].hex())
-            say("m-ef-out-end-[bytes=%d,crc32=%08x]" % (len(raw), crc32(raw)))
+                say_checked("m-ef-out-[%s]" % raw[i:i + 32].hex())
+            say_checked("m-ef-out-end-[bytes=%d,crc32=%08x]" % (len(raw), crc32(raw)))
         else:
-            say("e-[E_UNKNOWN:unknown command]")
+            fail("e-[E_UNKNOWN:unknown command]")
 
     say("m-timestamp-mode-performance")
     say("m-lap-us-%d" % now_us())
-    say(info())
+    say_checked(info())
     say("m-init-done")
     say("m-ready")
     out.flush()
@@ -183,15 +192,23 @@ def serve(interpreter, runtime, manifest):
         if not ch:
             return
         if ch != b"%":
-            if 32 <= ch[0] < 127 and len(line) <= 80:
+            if 32 <= ch[0] < 127 and len(line) <= 540:
                 line += ch
             continue
         cmd = line.decode("ascii")
         line = bytearray()
-        if len(cmd) > 80:
-            say("e-[E_LINE_TOO_LONG:commands are at most 80 characters]")
+        tok = cmd.split()
+        state["seq"], state["status"], numbered = 0, None, bool(tok) and tok[-1][:1] == "#" and tok[-1][1:].isdigit()
+        if numbered:  # the host's request number: echoed in checked lines and the closing m-ef-done line
+            state["seq"] = int(tok[-1][1:]) & 0xFFFFFFFF
+            cmd = " ".join(tok[:-1])
+        if len(cmd) > (539 if cmd.startswith("db ") else 80):
+            fail("e-[E_LINE_TOO_LONG:commands are at most 80 characters (db lines 539)]")
         else:
             run(cmd)
+        if numbered:
+            say_checked("m-ef-done-[status=%s]" % (state["status"] or "ok"))
+        state["seq"] = 0
         say("m-ready")
         out.flush()
 
