@@ -17,7 +17,7 @@ from edgeforge.bench.firmware import IMAGES, build_image
 from edgeforge.bench.protocol import CHUNK, DutClient
 from edgeforge.bench.session import BenchReport, run_session
 from edgeforge.data import load_dataset, model_view
-from edgeforge.device.boards import BOARDS, RunningBoard, host_sim, process_board, qemu_cortex_m4
+from edgeforge.device.boards import BOARDS, RunningBoard, emulated_board, host_sim, process_board, qemu_board
 from edgeforge.device.transport import DeviceError, SerialTransport
 from edgeforge.errors import UsageError
 from edgeforge.events import NullReporter, Reporter
@@ -34,7 +34,7 @@ class BenchOutcome:
 
 @contextlib.contextmanager
 def open_board(build_dir: Path, board: str | None, port: str | None, manifest: dict,
-               hw: dict) -> Iterator[RunningBoard]:
+               hw: dict, info: Any = None, tflm_src: Path | None = None) -> Iterator[RunningBoard]:
     if port and not port.startswith("ssh://"):
         yield RunningBoard(port, False, f"board on {port}")
         return
@@ -56,8 +56,9 @@ def open_board(build_dir: Path, board: str | None, port: str | None, manifest: d
         return
     image = build_dir / "firmware" / IMAGES[board]
     if not image.is_file():
-        image = build_image(build_dir, board, manifest, hw)
-    ctx = host_sim(image) if board == "host-sim" else qemu_cortex_m4(image)
+        image = build_image(build_dir, board, manifest, hw, info, tflm_src)
+    emulated = emulated_board(board)
+    ctx = host_sim(image) if emulated is None else qemu_board(emulated, image)
     with ctx as running:
         yield running
 
@@ -109,7 +110,7 @@ def _inputs(path: Path | None, info: Any, count: int) -> np.ndarray:
 
 def bench_build(build_dir: Path, board: str | None, port: str | None, runs: int, warmup: int,
                 input_path: Path | None, count: int, reporter: Reporter | None = None,
-                baud: int | None = None) -> BenchOutcome:
+                baud: int | None = None, tflm_src: Path | None = None) -> BenchOutcome:
     reporter = reporter or NullReporter()
     manifest, model, info = read_build(build_dir)
     target = load_registry().get(manifest["target"]["id"])
@@ -126,7 +127,7 @@ def bench_build(build_dir: Path, board: str | None, port: str | None, runs: int,
     expected_latency = manifest.get("estimates", {}).get("latency_ms", 100.0) / 1000
     reporter.stage(f"benchmarking {len(x)} input(s) on {board or port}")
     manifest = {**manifest, "_remote_dir": target.data["flash"].get("remote_dir", "edgeforge")}
-    with open_board(build_dir, board, port, manifest, target.hardware) as running:
+    with open_board(build_dir, board, port, manifest, target.hardware, info, tflm_src) as running:
         transport = SerialTransport(running.url, baud or int(target.data.get("serial", {}).get("baud", 115200)))
         try:
             client = DutClient(transport)
@@ -143,7 +144,9 @@ def bench_build(build_dir: Path, board: str | None, port: str | None, runs: int,
         finally:
             transport.close()
     agreement = output_agreement(report, expected, out)
-    exact = manifest["target"]["runtime"] == "native"
+    # native: the same C as `edgeforge run`; tflm: TFLM's kernels against the tflite-micro interpreter on the host
+    # (CMSIS-NN's int8 kernels are bit-exact to TFLM's reference ones)
+    exact = manifest["target"]["runtime"] in ("native", "tflm")
     return _outcome(build_dir, manifest, target, running, report, runs, warmup, agreement, exact)
 
 
@@ -227,7 +230,7 @@ def _outcome(build_dir: Path, manifest: dict, target: Any, running: RunningBoard
         "memory": report.memory,
         "ops": [{"index": i, "op": n, "us": us, "cycles": cy} for i, n, us, cy in report.ops],
         "outputs": {"compared_with": "edgeforge run (host reference)", "byte_identical": report.all_match,
-                    "required": "byte-identical (native build)" if exact else
+                    "required": f"byte-identical ({manifest['target']['runtime']} build)" if exact else
                     "top-1 agreement 1.0 and cosine >= 0.99 (interpreter builds may differ in the last bit)",
                     **agreement,
                     "mismatches": [s.index for s in report.samples if not s.matches_host],

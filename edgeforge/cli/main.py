@@ -101,15 +101,17 @@ def _parser() -> argparse.ArgumentParser:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("build_dir", type=Path)
     g = f.add_mutually_exclusive_group()
-    g.add_argument("--board", help="emulated board: host-sim or qemu-cortex-m4")
+    g.add_argument("--board", help="emulated board: host-sim or one of `edgeforge boards`")
     g.add_argument("--port", help="a real board's serial port (e.g. /dev/ttyACM0) for PlatformIO/esptool uploads")
     f.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
+    f.add_argument("--tflm-src", type=Path, metavar="DIR", help=TFLM_SRC_HELP)
 
     bn = sub.add_parser("bench", parents=[common], help="benchmark a build on a board over serial",
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     bn.add_argument("build_dir", type=Path)
     g = bn.add_mutually_exclusive_group(required=True)
-    g.add_argument("--board", help="host-sim, qemu-cortex-m4, pi-local, or a board of edgeforge-rig.toml")
+    g.add_argument("--board", help="host-sim, an emulated board (`edgeforge boards`), pi-local, or a board of "
+                                   "edgeforge-rig.toml")
     g.add_argument("--port", help="serial URL: /dev/ttyACM0, socket://host:port, rfc2217://host:port, or "
                                   "ssh://user@host for a Raspberry Pi bundle")
     bn.add_argument("--runs", type=int, default=10, help="timed inferences per input (default 10)")
@@ -117,8 +119,15 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--input", type=Path, help="inputs (.npy/.npz/.bin folder); default: seeded random inputs")
     bn.add_argument("--count", type=int, default=5, help="how many inputs to bench (default 5)")
     bn.add_argument("--baud", type=int, help="serial speed (default: the target profile's)")
+    bn.add_argument("--tflm-src", type=Path, metavar="DIR", help=TFLM_SRC_HELP)
+    sub.add_parser("boards", parents=[common], help="list the emulated boards and the profiles each stands in for",
+                   epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     calibrate_cli.add_parser(sub, common, EPILOG)
     return parser
+
+
+TFLM_SRC_HELP = ("TensorFlow Lite Micro sources for --runtime tflm builds (default: $EDGEFORGE_TFLM_SRC, the build's "
+                 "PlatformIO library, then ../shared/third_party/tflite-micro)")
 
 
 def _data_args(p: argparse.ArgumentParser, calibration_only: bool) -> None:
@@ -317,7 +326,7 @@ def cmd_run(args: argparse.Namespace, c: Console) -> int:
 def cmd_flash(args: argparse.Namespace, c: Console) -> int:
     from edgeforge.bench.flash import flash_build
 
-    result = flash_build(args.build_dir, args.board, args.port, args.dry_run)
+    result = flash_build(args.build_dir, args.board, args.port, args.dry_run, args.tflm_src)
     if c.json:
         c.out(json.dumps(result, indent=2, sort_keys=True))
     else:
@@ -342,10 +351,10 @@ def cmd_bench(args: argparse.Namespace, c: Console) -> int:
         with rig.lock(args.board) as rb:
             kw = rb.bench_args()
             outcome = bench_build(args.build_dir, kw["board"], kw["port"], args.runs, args.warmup, args.input,
-                                  args.count, CliReporter(c), args.baud or kw["baud"])
+                                  args.count, CliReporter(c), args.baud or kw["baud"], args.tflm_src)
     else:
         outcome = bench_build(args.build_dir, args.board, args.port, args.runs, args.warmup, args.input,
-                              args.count, CliReporter(c), args.baud)
+                              args.count, CliReporter(c), args.baud, args.tflm_src)
     d = outcome.doc
     code = ExitCode.OK
     if not outcome.outputs_match:
@@ -376,7 +385,22 @@ def cmd_bench(args: argparse.Namespace, c: Console) -> int:
     return code
 
 
-COMMANDS = {"targets": cmd_targets, "analyze": cmd_analyze, "build": cmd_build, "run": cmd_run,
+def cmd_boards(args: argparse.Namespace, c: Console) -> int:
+    from edgeforge.bench.firmware import describe
+    from edgeforge.device.boards import EMULATED
+
+    rows = [describe(b) for b in EMULATED]
+    if c.json:
+        c.out(json.dumps(rows, indent=2, sort_keys=True))
+        return 0
+    c.out(f"{'board':<20} {'emulator':<34} {'stands in for':<16} {'TFLM kernels':<20} here")
+    for r in rows:
+        c.out(f"{r['name']:<20} {r['machine']:<34} {', '.join(r['stands_in_for']):<16} "
+              f"{', '.join(r['tflm_kernels']):<20} {'yes' if r['available'] else 'no (make toolchain)'}")
+    return 0
+
+
+COMMANDS = {"boards": cmd_boards, "targets": cmd_targets, "analyze": cmd_analyze, "build": cmd_build, "run": cmd_run,
             "flash": cmd_flash, "bench": cmd_bench, "calibrate": calibrate_cli.cmd_calibrate}
 
 

@@ -15,9 +15,12 @@ void Reset_Handler(void) {
   uint32_t* src = &_sidata;
   uint32_t* dst = &_sdata;
   uint32_t* sp;
-  /* FPU on (CP10/CP11 full access) before any floating-point instruction: built with -mfloat-abi=hard. */
+#if defined(__ARM_FP) || defined(__ARM_FEATURE_MVE)
+  /* FPU (and Helium) on (CP10/CP11 full access) before any floating-point instruction: built with
+   * -mfloat-abi=hard. Cores without an FPU (ARMv6-M builds) have no CPACR to write. */
   SCB_CPACR |= (0xFu << 20);
   __asm volatile("dsb\n isb" ::: "memory");
+#endif
   while (dst < &_edata) *dst++ = *src++;
   for (dst = &_sbss; dst < &_ebss; ++dst) *dst = 0;
   /* Paint the stack below the current frame (keep 64 bytes of margin) for ef-mem's high-water mark. */
