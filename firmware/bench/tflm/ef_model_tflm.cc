@@ -23,6 +23,7 @@
 #include "tensorflow/lite/micro/memory_helpers.h"
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/schema/schema_generated.h"
+#include "tensorflow/lite/schema/schema_utils.h"
 
 #ifndef EF_TFLM_HOOKS
 #define EF_TFLM_HOOKS 1
@@ -38,7 +39,9 @@ ef_op_info ef_model_ops[EF_MODEL_NUM_OPS > 0 ? EF_MODEL_NUM_OPS : 1] = EF_MODEL_
 namespace {
 
 alignas(16) uint8_t g_arena[kTensorArenaSize];
-EdgeforgeOpResolver g_resolver;
+/* Constructed in place at the first use: no static constructor or destructor (bare-metal, nothing exits). */
+alignas(EdgeforgeOpResolver) uint8_t g_resolver_mem[sizeof(EdgeforgeOpResolver)];
+EdgeforgeOpResolver* g_resolver = nullptr;
 alignas(tflite::MicroInterpreter) uint8_t g_interp_mem[sizeof(tflite::MicroInterpreter)];
 tflite::MicroInterpreter* g_interp = nullptr;
 int g_ready = 0;
@@ -53,7 +56,7 @@ void record_output(int index, const TfLiteNode* node) {
   const TfLiteEvalTensor* t = g_interp->GetTensor(node->outputs->data[0]);
   size_t bytes = 0;
   if (t == nullptr || t->data.raw == nullptr || tflite::TfLiteEvalTensorByteLength(t, &bytes) != kTfLiteOk) return;
-  ef_model_ops[index].offset = static_cast<uint32_t>(static_cast<uint8_t*>(t->data.raw) - g_arena);
+  ef_model_ops[index].offset = static_cast<uint32_t>(reinterpret_cast<const uint8_t*>(t->data.raw) - g_arena);
   ef_model_ops[index].bytes = static_cast<uint32_t>(bytes);
 }
 
@@ -67,20 +70,21 @@ TfLiteStatus hooked(TfLiteContext* context, TfLiteNode* node) {
   return status;
 }
 
+template <typename Seq>
+struct HookTable;
 template <int... K>
-constexpr const InvokeFn* hook_table(std::integer_sequence<int, K...>) {
-  static constexpr InvokeFn table[] = {hooked<K>...};
-  return table;
-}
+struct HookTable<std::integer_sequence<int, K...>> {
+  static constexpr InvokeFn fns[] = {hooked<K>...};
+};
 
 /* Wraps every registration the model's operators use (each kind once; at most kEdgeforgeNumOps kinds). */
 void hook_kernels(const tflite::Model* model) {
-  const InvokeFn* hooks = hook_table(std::make_integer_sequence<int, kEdgeforgeNumOps>());
+  const InvokeFn* hooks = HookTable<std::make_integer_sequence<int, kEdgeforgeNumOps>>::fns;
   const TFLMRegistration* seen[kEdgeforgeNumOps] = {};
   int kinds = 0;
   const auto* codes = model->operator_codes();
   for (flatbuffers::uoffset_t i = 0; codes != nullptr && i < codes->size(); ++i) {
-    const TFLMRegistration* reg = g_resolver.FindOp(tflite::GetBuiltinCode(codes->Get(i)));
+    const TFLMRegistration* reg = g_resolver->FindOp(tflite::GetBuiltinCode(codes->Get(i)));
     bool known = reg == nullptr;
     for (int k = 0; k < kinds && !known; ++k) known = seen[k] == reg;
     if (known || kinds == kEdgeforgeNumOps) continue;
@@ -95,11 +99,12 @@ void hook_kernels(const tflite::Model* model) {
 int setup(void) {
   const tflite::Model* model = tflite::GetModel(g_model);
   if (model->version() != TFLITE_SCHEMA_VERSION) return 1;
-  if (EdgeforgeRegisterOps(g_resolver) != kTfLiteOk) return 2;
+  g_resolver = new (g_resolver_mem) EdgeforgeOpResolver();
+  if (EdgeforgeRegisterOps(*g_resolver) != kTfLiteOk) return 2;
 #if EF_TFLM_HOOKS
   hook_kernels(model);
 #endif
-  g_interp = new (g_interp_mem) tflite::MicroInterpreter(model, g_resolver, g_arena, kTensorArenaSize);
+  g_interp = new (g_interp_mem) tflite::MicroInterpreter(model, *g_resolver, g_arena, kTensorArenaSize);
   if (g_interp->AllocateTensors() != kTfLiteOk) return 3;
   return 0;
 }

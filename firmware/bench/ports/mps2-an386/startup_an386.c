@@ -7,6 +7,8 @@
 #define SCB_CPACR (*(volatile uint32_t*)0xE000ED88u)
 
 extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _sstack, _estack;
+extern void (*__init_array_start[])(void);
+extern void (*__init_array_end[])(void);
 int main(void);
 void SysTick_Handler(void);
 void ef_an386_fault(const char* what);
@@ -26,6 +28,11 @@ void Reset_Handler(void) {
   /* Paint the stack below the current frame (keep 64 bytes of margin) for ef-mem's high-water mark. */
   __asm volatile("mov %0, sp" : "=r"(sp));
   for (dst = &_sstack; dst < sp - 16; ++dst) *dst = EF_STACK_PAINT;
+  {
+    /* Static constructors (C++ objects of a TFLM image; none in a native one). */
+    void (**ctor)(void);
+    for (ctor = __init_array_start; ctor < __init_array_end; ++ctor) (*ctor)();
+  }
   main();
   for (;;) {
   }

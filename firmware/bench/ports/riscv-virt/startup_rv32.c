@@ -5,6 +5,8 @@
 #define EF_STACK_PAINT 0xC5C5C5C5u
 
 extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _sstack, _estack;
+extern void (*__init_array_start[])(void);
+extern void (*__init_array_end[])(void);
 int main(void);
 void ef_rv32_fault(const char* what);
 void ef_rv32_reset(void);
@@ -30,6 +32,10 @@ void ef_rv32_reset(void) {
   /* Paint the stack below the current frame (keep 64 bytes of margin) for ef-mem's high-water mark. */
   __asm volatile("mv %0, sp" : "=r"(sp));
   for (dst = &_sstack; dst < sp - 16; ++dst) *dst = EF_STACK_PAINT;
+  {
+    void (**ctor)(void); /* static constructors (none in a native image) */
+    for (ctor = __init_array_start; ctor < __init_array_end; ++ctor) (*ctor)();
+  }
   main();
   for (;;) {
   }
