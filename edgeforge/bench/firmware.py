@@ -26,14 +26,21 @@ def _mlperf_name(manifest: dict) -> str:
     return known.get(tuple(shape), "unknown")
 
 
-def tflm_kernels(target_hw: dict, board: EmulatedBoard) -> str:
-    """The TFLM kernel set a profile's PlatformIO project links: CMSIS-NN on Arm cores with the DSP or MVE
-    extension (the Arduino TFLM library carries it), reference kernels elsewhere; limited to what the board's
-    core can run."""
-    features = target_hw.get("features", {})
-    arm = str(target_hw.get("arch", "")).startswith("armv")
-    wants = "cmsis_nn" if arm and (features.get("dsp") or features.get("mve")) else "reference"
-    return wants if wants in board.kernels else "reference"
+def tflm_kernels(target: dict, board: EmulatedBoard, override: str | None = None) -> str:
+    """The TFLM kernel set to bench: ``override``, else the one the profile's PlatformIO project compiles
+    (``[platformio] tflm_kernels``), else CMSIS-NN on Arm cores with the DSP or MVE extension and reference
+    kernels elsewhere. UsageError when the board's core cannot run the set asked for."""
+    hw = target.get("hardware", {})
+    features = hw.get("features", {})
+    arm = str(hw.get("arch", "")).startswith("armv")
+    derived = "cmsis_nn" if arm and (features.get("dsp") or features.get("mve")) else "reference"
+    wants = override or target.get("platformio", {}).get("tflm_kernels") or derived
+    if wants not in board.kernels:
+        if override:
+            raise UsageError(f"{board.name} cannot run TFLM's {override} kernels",
+                             f"its kernel sets: {', '.join(board.kernels) or 'none'}")
+        return "reference"
+    return wants
 
 
 def _c_string(text: str) -> str:
@@ -78,7 +85,7 @@ def tflm_model_files(manifest: dict, info: ModelInfo) -> dict[str, str]:
 
 
 def build_image(build_dir: Path, board: str, manifest: dict, target_hw: dict, info: ModelInfo | None = None,
-                tflm_src: Path | None = None) -> Path:
+                tflm_src: Path | None = None, kernels: str | None = None) -> Path:
     """Compile the bench firmware for ``board`` into ``build_dir/firmware/``; returns the image path."""
     runtime = manifest["target"]["runtime"]
     emulated = emulated_board(board)
@@ -109,7 +116,7 @@ def build_image(build_dir: Path, board: str, manifest: dict, target_hw: dict, in
         cmd.append(f"NATIVE={folder.resolve()}")
     else:
         assert emulated is not None and info is not None
-        cmd += _tflm_variables(build_dir, out, manifest, target_hw, info, emulated, tflm_src)
+        cmd += _tflm_variables(build_dir, out, manifest, info, emulated, tflm_src, kernels)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     image = out / IMAGES[board]
     if proc.returncode != 0 or not image.is_file():
@@ -121,10 +128,12 @@ def build_image(build_dir: Path, board: str, manifest: dict, target_hw: dict, in
     return image
 
 
-def _tflm_variables(build_dir: Path, out: Path, manifest: dict, target_hw: dict, info: ModelInfo,
-                    board: EmulatedBoard, tflm_src: Path | None) -> list[str]:
+def _tflm_variables(build_dir: Path, out: Path, manifest: dict, info: ModelInfo, board: EmulatedBoard,
+                    tflm_src: Path | None, override: str | None) -> list[str]:
+    from edgeforge.target import load_registry
+
+    kernels = tflm_kernels(load_registry().get(manifest["target"]["id"]).data, board, override)
     root = find_tflm_src(tflm_src, build_dir)
-    kernels = tflm_kernels(target_hw, board)
     toolchain = Toolchain(board.cross, board.cpu_flags, board.cmsis_device, board.libc_specs)
     lib = build_library(root, toolchain, kernels, build_dir / "tflm" / "op_resolver.h")
     gen = out / "gen"

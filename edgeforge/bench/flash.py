@@ -51,7 +51,7 @@ def _tool(name: str) -> str | None:
 
 
 def flash_build(build_dir: Path, board: str | None, port: str | None, dry_run: bool = False,
-                tflm_src: Path | None = None) -> dict[str, Any]:
+                tflm_src: Path | None = None, tflm_kernels: str | None = None) -> dict[str, Any]:
     manifest, _, info = read_build(build_dir)
     target = load_registry().get(manifest["target"]["id"])
     if board is not None:
@@ -62,7 +62,7 @@ def flash_build(build_dir: Path, board: str | None, port: str | None, dry_run: b
             raise UsageError(f"unknown board {board!r}", f"emulated boards: {', '.join(BOARDS)}; use --port otherwise")
         if dry_run:
             return {"commands": [], "summary": f"would build the bench firmware for {board}"}
-        image = build_image(build_dir, board, manifest, target.hardware, info, tflm_src)
+        image = build_image(build_dir, board, manifest, target.hardware, info, tflm_src, tflm_kernels)
         record = {"board": board, "image": str(image.relative_to(build_dir)), "commands": []}
         (build_dir / "flash.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         return {**record, "summary": f"{board}: firmware image {image} (started by `edgeforge bench --board {board}`)"}

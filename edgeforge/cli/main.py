@@ -105,6 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--port", help="a real board's serial port (e.g. /dev/ttyACM0) for PlatformIO/esptool uploads")
     f.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
     f.add_argument("--tflm-src", type=Path, metavar="DIR", help=TFLM_SRC_HELP)
+    f.add_argument("--tflm-kernels", choices=("reference", "cmsis_nn"),
+                   help="TFLM kernel set of a --runtime tflm image (default: the target profile's)")
 
     bn = sub.add_parser("bench", parents=[common], help="benchmark a build on a board over serial",
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -326,7 +328,7 @@ def cmd_run(args: argparse.Namespace, c: Console) -> int:
 def cmd_flash(args: argparse.Namespace, c: Console) -> int:
     from edgeforge.bench.flash import flash_build
 
-    result = flash_build(args.build_dir, args.board, args.port, args.dry_run, args.tflm_src)
+    result = flash_build(args.build_dir, args.board, args.port, args.dry_run, args.tflm_src, args.tflm_kernels)
     if c.json:
         c.out(json.dumps(result, indent=2, sort_keys=True))
     else:

@@ -113,6 +113,8 @@ TARGET_SCHEMA: dict[str, Any] = _strict(
                 "upload_protocol": {"type": "string"},
                 "monitor_filters": {"type": "array", "items": {"type": "string"}},
                 "board_build_partitions": {"type": "string"},
+                # the TFLM kernel set the project's TFLM library compiles (edgeforge benches the same one)
+                "tflm_kernels": {"enum": ["reference", "cmsis_nn"]},
             },
             ["env", "platform", "board", "framework", "lib_deps", "monitor_speed", "tflm_header"],
         ),
