@@ -148,8 +148,11 @@ def arm_image(native_dir: Path, cflags: list[str], prefix: str = "arm-none-eabi"
             objs.append(obj)
         stack = (_worst_stack(sorted(work.glob("*.ci")), "Reset_Handler") + 7) // 8 * 8
         elf = work / "ef_model.elf"
-        link = [gcc, *cflags, "-nostartfiles", "-specs=nano.specs", "-specs=nosys.specs", "-Wl,--gc-sections",
-                f"-Wl,--defsym=__ef_stack_size={stack}", "-Wl,-T," + str(native_dir / "arm" / "link.ld"),
+        # newlib-nano for Arm; other cross-compilers name their C library in the profile's cflags (picolibc's
+        # --specs), which must see -T as a driver option to leave out its own linker script
+        libc = ["-specs=nano.specs", "-specs=nosys.specs"] if prefix == "arm-none-eabi" else []
+        link = [gcc, *cflags, "-nostartfiles", *libc, "-Wl,--gc-sections",
+                f"-Wl,--defsym=__ef_stack_size={stack}", "-T", str(native_dir / "arm" / "link.ld"),
                 "-o", str(elf), *map(str, objs)]
         proc = subprocess.run(link, capture_output=True, text=True, cwd=work)
         model = _size_sections(size, work / "ef_model.o")

@@ -166,7 +166,7 @@ def test_tflm_on_other_boards(board: str, kernels: str, cli, tmp_path: Path) -> 
     profile = EMULATED_BY_NAME[board].stands_in_for[0]
     from edgeforge.target import load_registry
 
-    if profile not in load_registry().ids():
+    if profile not in load_registry().ids:
         profile = "cortex-m4"
     build = tmp_path / "b"
     res = cli("build", ROOT / "tests" / "fixtures" / "tiny_int8.tflite", "--target", profile, "--runtime", "tflm",
