@@ -20,16 +20,21 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-# Debian's Cortex-M cross-compiler (exact image sizes of native builds) and QEMU (the emulated Cortex-M4
-# board). Installed when missing and possible (root with apt); otherwise the tests that need them skip.
-TOOLCHAIN_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+# Debian's cross-compilers and emulators for the emulated boards (`edgeforge boards`): gcc-arm-none-eabi + newlib
+# (Cortex-M images, exact sizes of native builds), qemu-system-arm (M0+/M4/M7/M33/M55 boards),
+# gcc-riscv64-unknown-elf + picolibc (rv32imc images) and qemu-system-misc (qemu-system-riscv32). Installed when
+# missing and possible (root with apt); otherwise the tests that need them skip.
+TOOLCHAIN_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm \
+  gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc
+TOOLCHAIN_CMDS := arm-none-eabi-gcc qemu-system-arm riscv64-unknown-elf-gcc qemu-system-riscv32
 toolchain:
-	@if command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/dev/null 2>&1; then \
-	  echo "arm-none-eabi-gcc, qemu-system-arm: present"; \
+	@missing=""; for c in $(TOOLCHAIN_CMDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -z "$$missing" ] && [ -d /usr/lib/picolibc/riscv64-unknown-elf ]; then \
+	  echo "$(TOOLCHAIN_CMDS), picolibc: present"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  apt-get update -qq && apt-get install -y -qq $(TOOLCHAIN_PKGS) >/dev/null && \
-	  echo "arm-none-eabi-gcc, qemu-system-arm: installed"; \
-	else echo "missing: sudo apt-get install $(TOOLCHAIN_PKGS) (tests needing them will skip)"; fi
+	  echo "$(TOOLCHAIN_PKGS): installed"; \
+	else echo "missing:$$missing: sudo apt-get install $(TOOLCHAIN_PKGS) (tests needing them will skip)"; fi
 
 # The whole loop on the bundled example: train, build (native runtime) for a Cortex-M4, flash the emulated
 # board (QEMU when installed, the host simulation otherwise), benchmark it over serial.
