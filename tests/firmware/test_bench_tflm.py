@@ -189,3 +189,27 @@ def test_riscv_board_refuses_tflm_with_exit_69(cli, tmp_path: Path) -> None:
     res = cli("flash", build, "--board", "qemu-riscv32")
     assert_clean_error(res, 69)
     assert "C++ standard library" in res.err
+
+
+@pytest.mark.mlperf
+def test_int8_only_registrations_shrink_the_cmsis_nn_image(kws_tflm: Path, cli, tmp_path: Path) -> None:
+    """The emitted resolver's Register_*_INT8() (targets/_runtimes/tflm.toml) against the generic registrations,
+    same model, same TFLM library: ~30 KB less code with CMSIS-NN, the same outputs (checked by the test above)."""
+    import re
+    import shutil
+    import subprocess
+
+    _tflm_tree()
+    _needs("qemu-cortex-m4")
+    resolver = (kws_tflm / "tflm" / "op_resolver.h").read_text()
+    assert "tflite::Register_CONV_2D_INT8()" in resolver and "tflite::Register_SOFTMAX_INT8()" in resolver
+    generic = tmp_path / "generic"
+    shutil.copytree(kws_tflm, generic, ignore=shutil.ignore_patterns("firmware", "bench*"))
+    (generic / "tflm" / "op_resolver.h").write_text(re.sub(r"\(tflite::Register_\w+\(\)\)", "()", resolver))
+    sizes = {}
+    for name, build in (("int8", kws_tflm), ("generic", generic)):
+        assert cli("flash", build, "--board", "qemu-cortex-m4", "--tflm-kernels", "cmsis_nn").code == 0
+        out = subprocess.run(["arm-none-eabi-size", str(build / "firmware" / "ef_bench_an386.elf")],
+                             capture_output=True, text=True, check=True).stdout
+        sizes[name] = int(out.splitlines()[1].split()[0])
+    assert sizes["generic"] - sizes["int8"] > 25_000, sizes
