@@ -213,3 +213,26 @@ def test_int8_only_registrations_shrink_the_cmsis_nn_image(kws_tflm: Path, cli, 
                              capture_output=True, text=True, check=True).stdout
         sizes[name] = int(out.splitlines()[1].split()[0])
     assert sizes["generic"] - sizes["int8"] > 25_000, sizes
+
+
+def test_calibrate_the_tflm_table_on_the_emulated_m4(cli, tmp_path: Path, monkeypatch) -> None:
+    """`edgeforge calibrate --runtime tflm` (was refused: the bench firmware ran native builds only): the quick
+    probes as TFLM builds, each op timed on qemu-cortex-m4, `[perf.ops.tflm]` fitted and written; the native table
+    stays the profile's."""
+    _tflm_tree()
+    _needs("qemu-cortex-m4")
+    from edgeforge.compress.probes import QUICK
+    from edgeforge.target import load_registry
+
+    monkeypatch.chdir(tmp_path)
+    res = cli("calibrate", "--board", "qemu-cortex-m4", "--target", "cortex-m4", "--runtime", "tflm", "--quick",
+              "--json")
+    assert res.code == 0, res.err
+    doc = json.loads(res.out)
+    assert doc["runtime"] == "tflm" and [p["name"] for p in doc["probes"]] == list(QUICK)
+    assert all(abs(p["residual"]) <= 0.25 for p in doc["probes"]), doc["probes"]
+    target = load_registry(cwd=tmp_path).get("cortex-m4")
+    tflm = target.data["perf"]["ops"]["tflm"]
+    assert tflm["source"].startswith("calibrated with edgeforge calibrate on board qemu-cortex-m4")
+    assert tflm["conv_2d"] > 0 and tflm["fully_connected"] > 0
+    assert target.data["perf"]["ops"]["native"] == load_registry().get("cortex-m4").data["perf"]["ops"]["native"]
