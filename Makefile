@@ -55,10 +55,12 @@ test: setup
 test-all: setup
 	EDGEFORGE_FULL_TESTS=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# The native runtime against TFLite Micro on the MLPerf Tiny models, as ratios measured in one run.
+# The native runtime against TFLite Micro on the MLPerf Tiny models, as ratios measured in one run; the emulated
+# boards (instructions, arena, stack, image flash of native and TFLM builds).
 bench: setup
 	$(BIN)/python benchmarks/bench_native.py
 	$(BIN)/python benchmarks/bench_search.py
+	$(BIN)/python benchmarks/bench_boards.py
 
 # Rewrite the golden files under tests/golden/ from the current templates.
 golden: setup
