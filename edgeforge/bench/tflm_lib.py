@@ -43,7 +43,7 @@ _NOT_FIRMWARE = {"test_helpers.cc", "test_helper_custom_ops.cc", "mock_micro_gra
 _KERNEL_EXTRA = {"unidirectional_sequence_lstm": ("lstm_eval", "lstm_eval_common", "micro_tensor_utils"),
                  "svdf": ("svdf_common", "micro_tensor_utils")}
 # CMSIS-NN source folders each CMSIS-NN kernel calls (NNSupportFunctions always).
-_CMSIS_DIRS = {"conv": ("ConvolutionFunctions",), "depthwise_conv": ("ConvolutionFunctions",),
+_CMSIS_DIRS = {"conv": ("ConvolutionFunctions",), "depthwise_conv": ("ConvolutionFunctions", "TransposeFunctions"),
                "transpose_conv": ("ConvolutionFunctions",), "fully_connected": ("FullyConnectedFunctions",),
                "batch_matmul": ("FullyConnectedFunctions", "BasicMathFunctions"),
                "pooling": ("PoolingFunctions",), "softmax": ("SoftmaxFunctions",),

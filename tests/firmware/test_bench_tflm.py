@@ -93,6 +93,8 @@ def test_only_the_resolvers_kernels_are_compiled() -> None:
     assert k + "reduce.cc" in cc  # no CMSIS-NN variant: the reference kernel
     dirs = {Path(p).parent.name for p in c}
     assert dirs == {"NNSupportFunctions", "ConvolutionFunctions", "FullyConnectedFunctions"}
+    _, c = kernel_sources(root, "cmsis_nn", ["Register_DEPTHWISE_CONV_2D_INT8"])
+    assert "TransposeFunctions" in {Path(p).parent.name for p in c}  # the MVE depthwise wrapper calls arm_transpose_s8
 
 
 # ------------------------------------------------------------------------------------------ KWS on the M4
