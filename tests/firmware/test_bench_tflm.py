@@ -100,7 +100,6 @@ def test_only_the_resolvers_kernels_are_compiled() -> None:
 # ------------------------------------------------------------------------------------------ KWS on the M4
 @pytest.fixture(scope="module")
 def kws_tflm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from benchdut import build_native  # noqa: F401  (same in-process CLI pattern)
     from edgeforge.cli.main import main
 
     mlperf = ROOT.parent / "shared" / "models" / "mlperf_tiny"
