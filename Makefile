@@ -20,22 +20,24 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-# Debian's Cortex-M cross-compiler (exact image sizes of native builds), QEMU (the emulated Cortex-M4
-# board), CMake (offline checks of the emitted ESP-IDF projects), g++ and libstdc++-arm-none-eabi-newlib
-# (tests/test_firmware_compile.py compiles the generated PlatformIO main.cpp), clang (libFuzzer harnesses of
-# `make fuzz` and their smoke tests). Installed when missing and possible (root with apt); otherwise the tests
-# that need them skip.
-TOOLCHAIN_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib g++ qemu-system-arm \
-	cmake clang
+# Debian's cross-compilers and emulators for the emulated boards (`edgeforge boards`): gcc-arm-none-eabi + newlib
+# (Cortex-M images, exact sizes of native builds), qemu-system-arm (M0+/M4/M7/M33/M55 boards),
+# gcc-riscv64-unknown-elf + picolibc (rv32imc images) and qemu-system-misc (qemu-system-riscv32); CMake (offline
+# checks of the emitted ESP-IDF projects); g++ and libstdc++-arm-none-eabi-newlib (tests/test_firmware_compile.py
+# compiles the generated PlatformIO main.cpp); clang (libFuzzer harnesses of `make fuzz` and their smoke tests).
+# Installed when missing and possible (root with apt); otherwise the tests that need them skip.
+TOOLCHAIN_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib qemu-system-arm \
+  gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc g++ cmake clang
+TOOLCHAIN_CMDS := arm-none-eabi-gcc qemu-system-arm riscv64-unknown-elf-gcc qemu-system-riscv32 g++ cmake clang
 toolchain:
-	@if command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/dev/null 2>&1 && \
-	  command -v cmake >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1 && command -v clang >/dev/null 2>&1 && \
+	@missing=""; for c in $(TOOLCHAIN_CMDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -z "$$missing" ] && [ -d /usr/lib/picolibc/riscv64-unknown-elf ] && \
 	  echo '#include <cstdint>' | arm-none-eabi-g++ -x c++ -fsyntax-only - 2>/dev/null; then \
-	  echo "arm-none-eabi-gcc/g++, g++, qemu-system-arm, cmake, clang: present"; \
+	  echo "$(TOOLCHAIN_CMDS), picolibc, Arm libstdc++: present"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  apt-get update -qq && apt-get install -y -qq $(TOOLCHAIN_PKGS) >/dev/null && \
-	  echo "arm-none-eabi-gcc/g++, g++, qemu-system-arm, cmake, clang: installed"; \
-	else echo "missing: sudo apt-get install $(TOOLCHAIN_PKGS) (tests needing them will skip)"; fi
+	  echo "$(TOOLCHAIN_PKGS): installed"; \
+	else echo "missing:$$missing: sudo apt-get install $(TOOLCHAIN_PKGS) (tests needing them will skip)"; fi
 
 # The whole loop on the bundled example: train, build (native runtime) for a Cortex-M4, flash the emulated
 # board (QEMU when installed, the host simulation otherwise), benchmark it over serial.
@@ -56,10 +58,12 @@ test: setup
 test-all: setup
 	EDGEFORGE_FULL_TESTS=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# The native runtime against TFLite Micro on the MLPerf Tiny models, as ratios measured in one run.
+# The native runtime against TFLite Micro on the MLPerf Tiny models, as ratios measured in one run; the emulated
+# boards (instructions, arena, stack, image flash of native and TFLM builds).
 bench: setup
 	$(BIN)/python benchmarks/bench_native.py
 	$(BIN)/python benchmarks/bench_search.py
+	$(BIN)/python benchmarks/bench_boards.py
 
 # Fuzzing: libFuzzer harnesses with ASan/UBSan (clang: make toolchain) for the bench firmware's command parser
 # and the native runtime's kernels, FUZZ_SECONDS each, fixed seed, corpus kept in build/fuzz (grown across runs).

@@ -8,7 +8,7 @@ instead of comparing names. Op support is data: ``targets/_runtimes/<name>.toml`
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
 
@@ -20,6 +20,7 @@ class RuntimeSupport:
     name: str
     ops: dict[str, str]  # op -> TFLM resolver method (empty for litert)
     all_builtins: bool
+    int8_registrations: dict[str, str] = field(default_factory=dict)  # op -> TFLM int8-only registration
 
     def supports(self, op: str) -> bool:
         if op.startswith("CUSTOM:"):
@@ -34,7 +35,8 @@ class RuntimeSupport:
 def runtime_support(name: str) -> RuntimeSupport:
     path = data_dir("targets") / "_runtimes" / f"{name}.toml"
     data = tomllib.loads(path.read_text(encoding="utf-8"))
-    return RuntimeSupport(name, dict(data.get("ops", {})), bool(data.get("all_builtins", False)))
+    return RuntimeSupport(name, dict(data.get("ops", {})), bool(data.get("all_builtins", False)),
+                          dict(data.get("int8_registrations", {})))
 
 
 class Runtime(StrEnum):

@@ -68,8 +68,9 @@ def _tool(name: str) -> str | None:
     return found or (str(sibling) if sibling.exists() else None)
 
 
-def flash_build(build_dir: Path, board: str | None, port: str | None, dry_run: bool = False) -> dict[str, Any]:
-    manifest, _, _ = read_build(build_dir)
+def flash_build(build_dir: Path, board: str | None, port: str | None, dry_run: bool = False,
+                tflm_src: Path | None = None, tflm_kernels: str | None = None) -> dict[str, Any]:
+    manifest, _, info = read_build(build_dir)
     target = load_registry().get(manifest.target.id)
     if board is None and manifest.espidf is not None:  # an ESP-IDF project: idf.py builds it, esptool writes it
         _check_serial_port(port)
@@ -84,7 +85,7 @@ def flash_build(build_dir: Path, board: str | None, port: str | None, dry_run: b
             raise UsageError(f"unknown board {board!r}", f"emulated boards: {', '.join(BOARDS)}; use --port otherwise")
         if dry_run:
             return {"commands": [], "summary": f"would build the bench firmware for {board}"}
-        image = build_image(build_dir, board, manifest, target.hardware)
+        image = build_image(build_dir, board, manifest, target.hardware, info, tflm_src, tflm_kernels)
         record = {"board": board, "image": str(image.relative_to(build_dir)), "commands": []}
         (build_dir / "flash.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         return {**record, "summary": f"{board}: firmware image {image} (started by `edgeforge bench --board {board}`)"}

@@ -17,7 +17,8 @@ from edgeforge.bench.firmware import IMAGES, build_image
 from edgeforge.bench.protocol import CHUNK, INTEGRITY_EXTENSIONS, PROTO, DutClient, check_line
 from edgeforge.bench.session import BenchReport, run_session
 from edgeforge.data import InputQuant
-from edgeforge.device.boards import BOARDS, RunningBoard, host_sim, process_board, qemu_cortex_m4, ssh_command
+from edgeforge.device.boards import (BOARDS, RunningBoard, emulated_board, host_sim, process_board, qemu_board,
+                                     ssh_command)
 from edgeforge.device.transport import DeviceError, SerialTransport
 from edgeforge.errors import UsageError
 from edgeforge.events import NullReporter, Reporter
@@ -36,7 +37,8 @@ class BenchOutcome:
 
 @contextlib.contextmanager
 def open_board(build_dir: Path, board: str | None, port: str | None, manifest: Manifest,
-               hw: dict, remote_dir: str = "edgeforge") -> Iterator[RunningBoard]:
+               hw: dict, remote_dir: str = "edgeforge", info: Any = None,
+               tflm_src: Path | None = None) -> Iterator[RunningBoard]:
     if port and not port.startswith("ssh://"):
         yield RunningBoard(port, False, f"board on {port}")
         return
@@ -57,8 +59,9 @@ def open_board(build_dir: Path, board: str | None, port: str | None, manifest: M
         return
     image = build_dir / "firmware" / IMAGES[board]
     if not image.is_file():
-        image = build_image(build_dir, board, manifest, hw)
-    ctx = host_sim(image) if board == "host-sim" else qemu_cortex_m4(image)
+        image = build_image(build_dir, board, manifest, hw, info, tflm_src)
+    emulated = emulated_board(board)
+    ctx = host_sim(image) if emulated is None else qemu_board(emulated, image)
     with ctx as running:
         yield running
 
@@ -156,7 +159,7 @@ def _inputs(path: Path | None, info: Any, count: int, manifest: Manifest,
 def bench_build(build_dir: Path, board: str | None, port: str | None, runs: int, warmup: int,
                 input_path: Path | None, count: int, reporter: Reporter | None = None,
                 baud: int | None = None, data_quant: InputQuant | None = None,
-                plain_dut: bool = False) -> BenchOutcome:
+                plain_dut: bool = False, tflm_src: Path | None = None) -> BenchOutcome:
     """Bench a build on a board. ``plain_dut``: the user asked to bench a plain MLPerf Tiny DUT (no identity
     check, no checked figures); otherwise the device must prove it runs this build's model (exit 4)."""
     reporter = reporter or NullReporter()
@@ -175,7 +178,7 @@ def bench_build(build_dir: Path, board: str | None, port: str | None, runs: int,
     expected_latency = manifest.estimates.latency_ms / 1000
     reporter.stage(f"benchmarking {len(x)} input(s) on {board or port}")
     with open_board(build_dir, board, port, manifest, target.hardware,
-                    target.data["flash"].get("remote_dir", "edgeforge")) as running:
+                    target.data["flash"].get("remote_dir", "edgeforge"), info, tflm_src) as running:
         transport = SerialTransport(running.url, baud or int(target.data.get("serial", {}).get("baud", 115200)))
         try:
             client = DutClient(transport, plain=plain_dut)
@@ -193,7 +196,9 @@ def bench_build(build_dir: Path, board: str | None, port: str | None, runs: int,
         finally:
             transport.close()
     agreement = output_agreement(report, expected, out)
-    exact = manifest.target.runtime == Runtime.NATIVE
+    # native: the same C as `edgeforge run`; tflm: TFLM's kernels against the tflite-micro interpreter on the host
+    # (CMSIS-NN's int8 kernels are bit-exact to TFLM's reference ones)
+    exact = manifest.target.runtime in (Runtime.NATIVE, Runtime.TFLM)
     return _outcome(build_dir, manifest, target, running, report, runs, warmup, agreement, exact, not plain_dut)
 
 
@@ -280,7 +285,7 @@ def _outcome(build_dir: Path, manifest: Manifest, target: Any, running: RunningB
         "memory": report.memory,
         "ops": [{"index": i, "op": n, "us": us, "cycles": cy} for i, n, us, cy in report.ops],
         "outputs": {"compared_with": "edgeforge run (host reference)", "byte_identical": report.all_match,
-                    "required": "byte-identical (native build)" if exact else
+                    "required": f"byte-identical ({manifest['target']['runtime']} build)" if exact else
                     "top-1 agreement 1.0 and cosine >= 0.99 (interpreter builds may differ in the last bit)",
                     **agreement,
                     "mismatches": [s.index for s in report.samples if not s.matches_host],

@@ -180,15 +180,19 @@ def _parser() -> argparse.ArgumentParser:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("build_dir", type=Path)
     g = f.add_mutually_exclusive_group()
-    g.add_argument("--board", help="emulated board: host-sim or qemu-cortex-m4")
+    g.add_argument("--board", help="emulated board: host-sim or one of `edgeforge boards`")
     g.add_argument("--port", help="a real board's serial port (e.g. /dev/ttyACM0) for PlatformIO/esptool uploads")
     f.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
+    f.add_argument("--tflm-src", type=Path, metavar="DIR", help=TFLM_SRC_HELP)
+    f.add_argument("--tflm-kernels", choices=("reference", "cmsis_nn"),
+                   help="TFLM kernel set of a --runtime tflm image (default: the target profile's)")
 
     bn = sub.add_parser("bench", parents=[common], help="benchmark a build on a board over serial",
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     bn.add_argument("build_dir", type=Path)
     g = bn.add_mutually_exclusive_group(required=True)
-    g.add_argument("--board", help="host-sim, qemu-cortex-m4, pi-local, or a board of edgeforge-rig.toml")
+    g.add_argument("--board", help="host-sim, an emulated board (`edgeforge boards`), pi-local, or a board of "
+                                   "edgeforge-rig.toml")
     g.add_argument("--port", help="serial URL: /dev/ttyACM0, socket://host:port, rfc2217://host:port, or "
                                   "ssh://user@host for a Raspberry Pi bundle")
     bn.add_argument("--runs", type=_at_least(1), default=10, help="timed inferences per input (default 10)")
@@ -202,9 +206,16 @@ def _parser() -> argparse.ArgumentParser:
                     help="the board runs a plain MLPerf Tiny DUT firmware: bench it without the identity check "
                          "and without CRC-checked figures (default: refuse a board that does not prove it runs "
                          "this build's model, exit 4)")
+    bn.add_argument("--tflm-src", type=Path, metavar="DIR", help=TFLM_SRC_HELP)
+    sub.add_parser("boards", parents=[common], help="list the emulated boards and the profiles each stands in for",
+                   epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     calibrate_cli.add_parser(sub, common, EPILOG)
     doctor_cli.add_parser(sub, common, EPILOG)
     return parser
+
+
+TFLM_SRC_HELP = ("TensorFlow Lite Micro sources for --runtime tflm builds (default: $EDGEFORGE_TFLM_SRC, the build's "
+                 "PlatformIO library, then ../shared/third_party/tflite-micro)")
 
 
 def _data_args(p: Any, calibration_only: bool) -> None:
@@ -427,7 +438,7 @@ def cmd_run(args: argparse.Namespace, c: Console) -> int:
 def cmd_flash(args: argparse.Namespace, c: Console) -> int:
     from edgeforge.bench.flash import flash_build
 
-    result = flash_build(args.build_dir, args.board, args.port, args.dry_run)
+    result = flash_build(args.build_dir, args.board, args.port, args.dry_run, args.tflm_src, args.tflm_kernels)
     if c.json:
         c.out(json.dumps(result, indent=2, sort_keys=True))
     else:
@@ -453,10 +464,11 @@ def cmd_bench(args: argparse.Namespace, c: Console) -> int:
             kw = rb.bench_args()
             outcome = bench_build(args.build_dir, kw["board"], kw["port"], args.runs, args.warmup, args.input,
                                   args.count, CliReporter(c), args.baud or kw["baud"], _data_quant(args.data_quant),
-                                  args.plain_dut)
+                                  args.plain_dut, args.tflm_src)
     else:
         outcome = bench_build(args.build_dir, args.board, args.port, args.runs, args.warmup, args.input,
-                              args.count, CliReporter(c), args.baud, _data_quant(args.data_quant), args.plain_dut)
+                              args.count, CliReporter(c), args.baud, _data_quant(args.data_quant), args.plain_dut,
+                              args.tflm_src)
     d = outcome.doc
     code = ExitCode.OK
     if not outcome.outputs_match:
@@ -487,7 +499,22 @@ def cmd_bench(args: argparse.Namespace, c: Console) -> int:
     return code
 
 
-COMMANDS = {"targets": cmd_targets, "analyze": cmd_analyze, "build": cmd_build, "run": cmd_run,
+def cmd_boards(args: argparse.Namespace, c: Console) -> int:
+    from edgeforge.bench.firmware import describe
+    from edgeforge.device.boards import EMULATED
+
+    rows = [describe(b) for b in EMULATED]
+    if c.json:
+        c.out(json.dumps(rows, indent=2, sort_keys=True))
+        return 0
+    c.out(f"{'board':<20} {'emulator':<34} {'stands in for':<16} {'TFLM kernels':<20} here")
+    for r in rows:
+        c.out(f"{r['name']:<20} {r['machine']:<34} {', '.join(r['stands_in_for']):<16} "
+              f"{', '.join(r['tflm_kernels']):<20} {'yes' if r['available'] else 'no (make toolchain)'}")
+    return 0
+
+
+COMMANDS = {"boards": cmd_boards, "targets": cmd_targets, "analyze": cmd_analyze, "build": cmd_build, "run": cmd_run,
             "flash": cmd_flash, "bench": cmd_bench, "calibrate": calibrate_cli.cmd_calibrate,
             "doctor": doctor_cli.cmd_doctor}
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgeforge.cost.latency import FEATURES, MAC_KINDS, LatencyModel, OpTable, observed_choices
-from edgeforge.compress.measure import QEMU_INSTRUCTIONS_PER_TICK, BoardArgs, resolve_board
+from edgeforge.compress.measure import BoardArgs, instructions_per_tick, resolve_board
 from edgeforge.compress.probes import QUICK, probe_model, probe_set
 from edgeforge.device.transport import DeviceError
 from edgeforge.errors import TargetError, UsageError
@@ -178,7 +178,8 @@ def measure_model(name: str, model: bytes, target: Any, runtime: str, board: Boa
     clock_mhz = float(target.hardware["clock_mhz"])
     if doc["latency"]["emulated"]:
         total = float(doc["latency"]["instructions_median"])
-        op_cycles = [float(r["cycles"]) * QEMU_INSTRUCTIONS_PER_TICK for r in doc["ops"]]
+        per_tick = instructions_per_tick(board.board)
+        op_cycles = [float(r["cycles"]) * per_tick if per_tick else float(r["us"]) * 1000.0 for r in doc["ops"]]
         if op_cycles and not 0.8 < sum(op_cycles) / max(total, 1.0) < 1.25:
             raise DeviceError(f"probe {name}: per-op timings ({sum(op_cycles):.0f}) do not add up to the invoke "
                               f"({total:.0f} instructions)", "the emulator's timer is not what edgeforge expects")
@@ -190,7 +191,12 @@ def measure_model(name: str, model: bytes, target: Any, runtime: str, board: Boa
     cost = base.with_table(base.table, base.basis).prepare(info)  # table semantics even on a fallback profile
     fm = cost.feature_matrix(choices)
     timings: list[OpTiming] = []
-    calls = _call_rows(info, model) if doc["ops"] else []
+    if not doc["ops"]:
+        calls = []
+    elif runtime == "tflm":  # TFLM invokes the model's operators one by one, in order
+        calls = [(op.op, (op.index,)) for op in info.ops]
+    else:
+        calls = _call_rows(info, model)
     names = [r["op"] for r in doc["ops"]]
     if calls and [c[0] for c in calls] == names:
         for (cname, covered), cyc in zip(calls, op_cycles):
@@ -259,10 +265,12 @@ def fit(target: Any, runtime: str, board: str, emulated: bool, timings: Sequence
     unit = (f"emulated instructions (QEMU -icount shift=0) counted as cycles at the profile's "
             f"{target.hardware['clock_mhz']} MHz" if emulated else
             f"cycles of the board's clock ({target.hardware['clock_mhz']} MHz in the profile)")
-    arch = target.hardware.get("arch", "")
-    if emulated and arch != "armv7e-m":
-        notes.append(f"{board} emulates a Cortex-M4 (armv7e-m); {target.id} is {arch}: these are M4 instruction "
-                     "counts, not this target's cycles")
+    from edgeforge.device.boards import emulated_board
+
+    stand_in = emulated_board(board)
+    if emulated and stand_in is not None and target.id not in stand_in.stands_in_for:
+        notes.append(f"{board} stands in for {', '.join(stand_in.stands_in_for)}, not {target.id}: these are "
+                     f"instruction counts of {stand_in.summary}, not this target's cycles")
     return Calibration(target.id, runtime, board, emulated, OpTable(tuple(coef), source), fitted, kept, probes, ops,
                        unit, tuple(notes), tuple(timings))
 
@@ -350,10 +358,6 @@ def calibrate(target_name: str, board: str, runtime: str = "native", out: Path |
     if runtime not in target.runtimes:
         raise UsageError(f"target {target.id} does not offer runtime {runtime}",
                          f"choose one of: {', '.join(target.runtimes)}")
-    if runtime == Runtime.TFLM:
-        raise UsageError("the bench firmware edgeforge builds runs the native runtime only: TFLM builds cannot be "
-                         "timed op by op yet", "calibrate --runtime native; the tflm table comes from published "
-                         "results (see the target profile)")
     names = list(probes or (QUICK if quick else [p.name for p in probe_set()]))
     try:
         probe_set(names)
@@ -363,7 +367,7 @@ def calibrate(target_name: str, board: str, runtime: str = "native", out: Path |
     with resolve_board(board) as b:
         if b.board in ("host-sim", "pi-local"):
             raise UsageError(f"board {b.name} times this machine, not a microcontroller",
-                             "calibrate on qemu-cortex-m4 (emulated instruction counts) or a real board")
+                             "calibrate on an emulated board (`edgeforge boards`: instruction counts) or a real one")
         if b.board is None:
             raise UsageError(f"board {b.name} is a real board: edgeforge cannot flash native builds onto it yet, "
                              "and calibrate needs one build per probe", "calibrate on qemu-cortex-m4, or bench the "

@@ -18,7 +18,18 @@ from edgeforge.events import Reporter
 
 #: QEMU mps2-an386 under ``-icount shift=0``: one instruction = 1 ns of virtual time; the bench port's SysTick
 #: models a 25 MHz clock (firmware/bench/ports/mps2-an386/ef_port_an386.c), so one tick = 40 instructions.
-QEMU_INSTRUCTIONS_PER_TICK = 40
+QEMU_INSTRUCTIONS_PER_TICK = 40  # qemu-cortex-m4: -icount shift=0 (1 ns per instruction), 25 MHz SysTick
+
+
+def instructions_per_tick(board: str | None) -> float | None:
+    """Emulated board: instructions per tick of its ef-ops cycle counter (1e9 / its timer clock under
+    -icount shift=0); None when the counter is not a clock tick (RISC-V mcycle) or the board is not emulated."""
+    from edgeforge.device.boards import emulated_board
+
+    b = emulated_board(board or "")
+    if b is None or b.cmsis_device is None:
+        return None
+    return 1e9 / b.sysclk_hz
 
 
 @dataclass(frozen=True)
@@ -43,7 +54,7 @@ def resolve_board(name: str | None, port: str | None = None) -> Iterator[BoardAr
     """``name``: an emulated board (host-sim, qemu-cortex-m4, pi-local) or a board of the rig file
     (edgeforge-rig.toml), whose port is locked for the ``with`` block; or ``port``: a serial URL.
     UsageError (exit 2) for a board nobody knows."""
-    from edgeforge.device.boards import BOARDS
+    from edgeforge.device.boards import BOARDS, emulated_board
 
     if name is None:
         if port is None:
@@ -51,7 +62,7 @@ def resolve_board(name: str | None, port: str | None = None) -> Iterator[BoardAr
         yield BoardArgs(port, None, port, None, False)
         return
     if name in BOARDS:
-        yield BoardArgs(name, name, None, None, name == "qemu-cortex-m4")
+        yield BoardArgs(name, name, None, None, emulated_board(name) is not None)
         return
     from edgeforge.device.rig import find_rig, load_rig
 
@@ -62,7 +73,7 @@ def resolve_board(name: str | None, port: str | None = None) -> Iterator[BoardAr
     rig = load_rig()
     with rig.lock(name) as rb:  # UsageError naming the rig file for an unknown name
         kw = rb.bench_args()
-        yield BoardArgs(name, kw["board"], kw["port"], kw["baud"], kw["board"] == "qemu-cortex-m4")
+        yield BoardArgs(name, kw["board"], kw["port"], kw["baud"], emulated_board(kw["board"] or "") is not None)
 
 
 @dataclass(frozen=True)

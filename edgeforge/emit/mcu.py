@@ -54,7 +54,7 @@ def tflm_context(base: dict[str, Any], model: bytes, info: ModelInfo, symbol: st
         "symbol": ident,
         "model": {**base["model"], "bytes": len(model), "hex_rows": hex_rows(model), "name": c_comment(name)},
         "runtime": "tflm",
-        "ops": [{"name": op, "method": support.ops[op]} for op in sorted(set(info.op_names))],
+        "ops": _resolver_ops(info, support, base["target"].get("platformio", {}).get("tflm_int8_kernels", True)),
         "tensors": tensors_context(info),
     }
 
@@ -63,6 +63,24 @@ def io_context(base: dict[str, Any], info: ModelInfo) -> dict[str, Any]:
     """The model's name and I/O tensors for templates of runtimes other than TFLM (no resolver check)."""
     return {**base, "model": {**base["model"], "name": c_comment(base["model"]["name"])},
             "tensors": tensors_context(info)}
+
+
+def _int8_only(info: ModelInfo, kind: str) -> bool:
+    """Every op of ``kind`` reads and writes int8 only (a bias, input 2, may be int32)."""
+    def ok(op: Any) -> bool:
+        ins = [(i, info.tensors[t].dtype) for i, t in enumerate(op.inputs) if t >= 0]
+        return (all(d == "int8" or (i == 2 and d == "int32") for i, d in ins)
+                and all(info.tensors[t].dtype == "int8" for t in op.outputs))
+    return all(ok(op) for op in info.ops if op.op == kind)
+
+
+def _resolver_ops(info: ModelInfo, support: Any, int8_kernels: bool) -> list[dict[str, str]]:
+    """One resolver entry per op kind: the int8-only registration where TFLM has one and the model allows it."""
+    out = []
+    for op in sorted(set(info.op_names)):
+        reg = support.int8_registrations.get(op) if int8_kernels and _int8_only(info, op) else None
+        out.append({"name": op, "method": support.ops[op], "registration": f"tflite::{reg}()" if reg else ""})
+    return out
 
 
 def carray(ctx: dict[str, Any]) -> Files:

@@ -160,6 +160,7 @@ def native_files(native: NativeModel, info: ModelInfo, base: dict[str, Any],
         "ef_model.c": render("native/ef_model.c.j2", ctx),
         "host_main.c": render("native/host_main.c.j2", ctx),
         "Makefile": render("native/Makefile.j2", ctx),
+        "ef_model.mk": render("native/ef_model.mk.j2", ctx),  # output 0's facts for the bench firmware
     }
     if arm is not None:
         actx = {**ctx, **arm}

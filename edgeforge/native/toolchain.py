@@ -129,6 +129,16 @@ def _size_sections(size_tool: str, path: Path) -> dict[str, int]:
     return sections
 
 
+#: the C library each supported cross-compiler links, as driver spec files. Chosen here by the compiler prefix,
+#: never taken from a profile: a spec file can run commands, and profiles are untrusted input.
+LIBC_SPECS: dict[str, tuple[str, ...]] = {
+    "arm-none-eabi": ("-specs=nano.specs", "-specs=nosys.specs"),  # newlib-nano, no OS
+    "riscv64-unknown-elf": ("--specs=picolibc.specs",),  # Debian's bare-metal RISC-V C library
+}
+#: the spec files compiles need too (picolibc's headers); newlib's are the Arm compiler's default
+COMPILE_SPECS: dict[str, tuple[str, ...]] = {"riscv64-unknown-elf": LIBC_SPECS["riscv64-unknown-elf"]}
+
+
 def arm_image(native_dir: Path, cflags: list[str], prefix: str = "arm-none-eabi") -> ArmImage:
     """Cross-compile and link ``native_dir`` (its arm/ start-up and linker script) and measure it."""
     if not arm_available(prefix):
@@ -139,7 +149,8 @@ def arm_image(native_dir: Path, cflags: list[str], prefix: str = "arm-none-eabi"
         objs = []
         for src in [*_sources(native_dir), native_dir / "arm" / "startup.c"]:
             obj = work / (src.stem + ".o")
-            cmd = [gcc, *ARM_BASE_CFLAGS, *cflags, "-fcallgraph-info=su", "-I", str(native_dir / "runtime"),
+            cmd = [gcc, *ARM_BASE_CFLAGS, *cflags, *COMPILE_SPECS.get(prefix, ()), "-fcallgraph-info=su",
+                   "-I", str(native_dir / "runtime"),
                    "-I", str(native_dir), "-c", str(src), "-o", str(obj)]
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
             if proc.returncode != 0:
@@ -148,8 +159,10 @@ def arm_image(native_dir: Path, cflags: list[str], prefix: str = "arm-none-eabi"
             objs.append(obj)
         stack = (_worst_stack(sorted(work.glob("*.ci")), "Reset_Handler") + 7) // 8 * 8
         elf = work / "ef_model.elf"
-        link = [gcc, *cflags, "-nostartfiles", "-specs=nano.specs", "-specs=nosys.specs", "-Wl,--gc-sections",
-                f"-Wl,--defsym=__ef_stack_size={stack}", "-Wl,-T," + str(native_dir / "arm" / "link.ld"),
+        # picolibc's specs must see -T as a driver option to leave out their own linker script
+        libc = list(LIBC_SPECS.get(prefix, ()))
+        link = [gcc, *cflags, "-nostartfiles", *libc, "-Wl,--gc-sections",
+                f"-Wl,--defsym=__ef_stack_size={stack}", "-T", str(native_dir / "arm" / "link.ld"),
                 "-o", str(elf), *map(str, objs)]
         proc = subprocess.run(link, capture_output=True, text=True, cwd=work)
         model = _size_sections(size, work / "ef_model.o")

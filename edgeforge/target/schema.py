@@ -162,6 +162,10 @@ TARGET_SCHEMA: dict[str, Any] = _strict(
                 "monitor_filters": {"type": "array", "items": _SIMPLE},
                 "board_build_partitions": _SIMPLE,
                 "kernels": _SIMPLE,  # the TFLM kernel set the library compiles (see perf.kernel_sets)
+                # the TFLM kernel set the project's TFLM library compiles (edgeforge benches the same one)
+                "tflm_kernels": {"enum": ["reference", "cmsis_nn"]},
+                # false when the project's TFLM library predates the int8-only registrations (Register_*_INT8)
+                "tflm_int8_kernels": {"type": "boolean"},
             },
             ["env", "platform", "board", "framework", "lib_deps", "monitor_speed", "tflm_header"],
         ),

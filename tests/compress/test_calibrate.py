@@ -101,7 +101,6 @@ def test_unknown_board_is_a_usage_error(cli, tmp_path: Path, monkeypatch: pytest
 
 @pytest.mark.parametrize("args, words", [
     (("--board", "host-sim", "--target", "cortex-m4"), "times this machine"),
-    (("--board", "qemu-cortex-m4", "--target", "cortex-m4", "--runtime", "tflm"), "native runtime only"),
     (("--board", "qemu-cortex-m4", "--target", "rpi4"), "not a microcontroller"),
     (("--board", "qemu-cortex-m4", "--target", "cortex-m4", "--probes", "nope"), "unknown probe"),
     (("--board", "qemu-cortex-m4", "--target", "cortex-m99"), "unknown target"),

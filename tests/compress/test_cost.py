@@ -191,11 +191,15 @@ def test_an_override_replaces_one_runtime_table(tmp_path: Path, tiny_info) -> No
     assert analyze_model(tiny_info, t, "native", None).estimates.latency_basis.startswith("calibrated: ")
 
 
-def test_mlperf_reference_latencies_on_the_m4(mlperf: Path) -> None:
-    """The cortex-m4 TFLM table reproduces the published MLPerf Tiny v0.5 reference it was fitted to
-    (BENCH_PROTOCOL.md 12.1): KWS 181.9 ms (+11.5 %), IC 704.2 ms, AD 10.05 ms."""
+def test_mlperf_latencies_on_the_m4(mlperf: Path) -> None:
+    """The cortex-m4 TFLM table, fitted to TFLM + CMSIS-NN on the emulated M4 (targets/cortex-m4.toml), against
+    the emulated M4's whole-model counts x the profile's CPI 1.3 at 120 MHz: KWS 7,701,442 instructions (the shared
+    TFLM tree's README), IC 29.86 M (issue 10's measurement, same set-up). Both within 15 %, and well below the
+    2020 TFLM 2.3.1 reference results (KWS 181.9 ms, IC 704.2 ms) the previous table reproduced."""
     model = LatencyModel.for_target(load_registry().get("cortex-m4"), "tflm")
-    for rel, ms, tol in (("kws/kws_ref_model_int8.tflite", 181.9, 0.15), ("ic/pretrainedResnet_quant.tflite", 704.2, 0.02),
-                         ("ad/ad01_int8.tflite", 10.05, 0.02)):
+    for rel, instructions, published_2020 in (("kws/kws_ref_model_int8.tflite", 7_701_442, 181.9),
+                                              ("ic/pretrainedResnet_quant.tflite", 29_860_000, 704.2)):
         got = model.estimate_ms(read_tflite((MLPERF / rel).read_bytes()))
-        assert abs(got / ms - 1) < tol, (rel, got, ms)
+        ms = instructions * 1.3 / 120e6 * 1e3
+        assert abs(got / ms - 1) < 0.15, (rel, got, ms)
+        assert got < published_2020 / 2, (rel, got)

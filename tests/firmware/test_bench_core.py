@@ -82,6 +82,8 @@ def _stub(root: Path, new: bool, out_type: str, out_n: int, scale: str = "0.0", 
         single=1 if new else 0, extra=_NEW_EXTRA if new else "", out_type=out_type, out_n=out_n, scale=scale,
         zp=zp, ops_decl=_NEW_DECL if new else ""))
     (native / "ef_model.c").write_text(_SOURCE.format(ops_def=_NEW_DEF if new else ""))
+    # output 0's facts for the bench Makefile, as edgeforge's native emitter writes them
+    (native / "ef_model.mk").write_text(f"EF_OUT_TYPE := {out_type}\nEF_OUT_SCALE := {scale}\nEF_OUT_ZP := {zp}\n")
     return native
 
 

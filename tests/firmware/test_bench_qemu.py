@@ -165,7 +165,7 @@ def test_qemu_image_must_fit_the_target_part(tiny_build: Path, tmp_path: Path) -
     assert res["flash"].returncode != 0 and "region `FLASH' overflowed" in res["flash"].stderr, res["flash"].stderr
     assert res["too_big"].returncode != 0 and "4 MiB" in res["too_big"].stderr
     assert res["default"].returncode == 0, res["default"].stderr
-    ld = (tmp_path / "default" / "an386.ld").read_text()
+    ld = (tmp_path / "default" / "ef_bench_an386.ld").read_text()
     assert "ORIGIN = 0x00000000, LENGTH = 2097152" in ld and "ORIGIN = 0x20000000, LENGTH = 655360" in ld
 
 

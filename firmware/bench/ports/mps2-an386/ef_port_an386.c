@@ -1,5 +1,8 @@
 /* edgeforge bench firmware: bare-metal Cortex-M4 port for the Arm MPS2+ AN386 FPGA image as emulated by
  *   qemu-system-arm -M mps2-an386 -nographic -icount shift=0 -kernel ef_bench_an386.elf -serial <chardev>
+ * The same port serves the other Arm boards with a CMSDK APB UART and SysTick (edgeforge/device/boards.py passes
+ * EF_UART0_BASE, EF_AN386_SYSCLK_HZ and the core flags): MPS2 AN385 (ARMv6-M code), AN500 (Cortex-M7),
+ * AN505 (Cortex-M33) and MPS3 AN547 (Cortex-M55).
  *
  * Serial: CMSDK APB UART0 at 0x40004000 (DATA, STATE, CTRL, BAUDDIV), polled, TX and RX enabled, BAUDDIV for
  * 115200 baud from the 25 MHz sysclk (QEMU does not model the baud rate; a real AN386 would).
@@ -19,6 +22,9 @@
 #ifndef EF_AN386_SYSCLK_HZ
 #define EF_AN386_SYSCLK_HZ 25000000u
 #endif
+#ifndef EF_UART_PCLK_HZ
+#define EF_UART_PCLK_HZ EF_AN386_SYSCLK_HZ
+#endif
 #ifndef EF_AN386_BAUD
 #define EF_AN386_BAUD 115200u
 #endif
@@ -27,7 +33,12 @@
 #define REG32(a) (*(volatile uint32_t*)(a))
 
 /* CMSDK APB UART0 */
-#define UART0_BASE 0x40004000u
+/* UART0's base: 0x40004000 on the MPS2 AN385/AN386/AN500 images (the default); other CMSDK boards pass theirs
+ * (AN505: 0x40200000, AN547: 0x49303000). */
+#ifndef EF_UART0_BASE
+#define EF_UART0_BASE 0x40004000u
+#endif
+#define UART0_BASE EF_UART0_BASE
 #define UART_DATA REG32(UART0_BASE + 0x000u)
 #define UART_STATE REG32(UART0_BASE + 0x004u)
 #define UART_CTRL REG32(UART0_BASE + 0x008u)
@@ -69,7 +80,7 @@ static uint64_t ticks(void) {
 
 void ef_port_init(void) {
   UART_CTRL = 0;
-  UART_BAUDDIV = EF_AN386_SYSCLK_HZ / EF_AN386_BAUD;
+  UART_BAUDDIV = EF_UART_PCLK_HZ / EF_AN386_BAUD;
   UART_STATE = UART_STATE_OVERRUNS; /* write 1 to clear the overrun flags */
   UART_INTSTATUS = 0xFu;
   UART_CTRL = UART_CTRL_TXEN | UART_CTRL_RXEN;

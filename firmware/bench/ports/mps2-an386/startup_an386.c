@@ -7,6 +7,8 @@
 #define SCB_CPACR (*(volatile uint32_t*)0xE000ED88u)
 
 extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _sstack, _estack;
+extern void (*__init_array_start[])(void);
+extern void (*__init_array_end[])(void);
 int main(void);
 void SysTick_Handler(void);
 void ef_an386_fault(const char* what);
@@ -15,14 +17,22 @@ void Reset_Handler(void) {
   uint32_t* src = &_sidata;
   uint32_t* dst = &_sdata;
   uint32_t* sp;
-  /* FPU on (CP10/CP11 full access) before any floating-point instruction: built with -mfloat-abi=hard. */
+#if defined(__ARM_FP) || defined(__ARM_FEATURE_MVE)
+  /* FPU (and Helium) on (CP10/CP11 full access) before any floating-point instruction: built with
+   * -mfloat-abi=hard. Cores without an FPU (ARMv6-M builds) have no CPACR to write. */
   SCB_CPACR |= (0xFu << 20);
   __asm volatile("dsb\n isb" ::: "memory");
+#endif
   while (dst < &_edata) *dst++ = *src++;
   for (dst = &_sbss; dst < &_ebss; ++dst) *dst = 0;
   /* Paint the stack below the current frame (keep 64 bytes of margin) for ef-mem's high-water mark. */
   __asm volatile("mov %0, sp" : "=r"(sp));
   for (dst = &_sstack; dst < sp - 16; ++dst) *dst = EF_STACK_PAINT;
+  {
+    /* Static constructors (C++ objects of a TFLM image; none in a native one). */
+    void (**ctor)(void);
+    for (ctor = __init_array_start; ctor < __init_array_end; ++ctor) (*ctor)();
+  }
   main();
   for (;;) {
   }
