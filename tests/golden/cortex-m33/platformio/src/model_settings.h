@@ -8,10 +8,12 @@ constexpr int kTensorArenaSize = 2768;
 
 // input 0: "x", int8 [1, 8, 8, 1]
 constexpr int kInput0Bytes = 64;
+constexpr int kInput0Count = 64;
 constexpr float kInput0Scale = 0.00391961308196187f;
 constexpr int kInput0ZeroPoint = -128;
 // output 0: "Identity", int8 [1, 10]
 constexpr int kOutput0Bytes = 10;
+constexpr int kOutput0Count = 10;
 constexpr float kOutput0Scale = 0.00390625f;
 constexpr int kOutput0ZeroPoint = -128;
 
