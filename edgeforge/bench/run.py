@@ -285,7 +285,7 @@ def _outcome(build_dir: Path, manifest: Manifest, target: Any, running: RunningB
         "memory": report.memory,
         "ops": [{"index": i, "op": n, "us": us, "cycles": cy} for i, n, us, cy in report.ops],
         "outputs": {"compared_with": "edgeforge run (host reference)", "byte_identical": report.all_match,
-                    "required": f"byte-identical ({manifest['target']['runtime']} build)" if exact else
+                    "required": f"byte-identical ({manifest.target.runtime} build)" if exact else
                     "top-1 agreement 1.0 and cosine >= 0.99 (interpreter builds may differ in the last bit)",
                     **agreement,
                     "mismatches": [s.index for s in report.samples if not s.matches_host],
