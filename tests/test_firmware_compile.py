@@ -5,7 +5,9 @@ PlatformIO cannot download its frameworks here, so the generated sources are com
 the frameworks use (arm-none-eabi-g++ for the Arm profiles with the profile's own -mcpu flags, the host
 g++/gcc for the Xtensa ones) against the TFLM headers the project pins (../shared/third_party/tflite-micro)
 and a minimal Arduino.h written here (Serial, micros, millis, delay, setup/loop). Only the generated files
-are compiled, never the TFLM library itself, so this stays fast.
+are compiled, never the TFLM library itself, so this stays fast. The MLPerf KWS skeletons also run on QEMU
+mps2-an386 (Cortex-M4) with a test-only Arduino core, for both runtimes; the TFLM one links the bench's cached
+per-op-set TFLM library (edgeforge.bench.tflm_lib), which is compiled only on a cold cache.
 """
 
 from __future__ import annotations
@@ -318,6 +320,7 @@ size_t HardwareSerialStandIn::println(const char* s) { print(s); put('\\n'); ret
 size_t HardwareSerialStandIn::println() { put('\\n'); return 1; }
 extern "C" {
 extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _estack;
+void* __dso_handle = nullptr;  // C++ static destructors register against it; crtbegin (left out here) defines it
 int main(void) {
   SYST_RVR = kTicksPerMs - 1u; SYST_CVR = 0u; SYST_CSR = 7u;  // processor clock, interrupt, enable
   setup();
@@ -355,38 +358,48 @@ SECTIONS {
 """
 
 
-def test_native_skeleton_prints_the_right_kws_class_on_the_emulated_cortex_m4(cli, mlperf: Path,
-                                                                              tmp_path: Path) -> None:
-    """The generated main.cpp, unchanged, on QEMU mps2-an386 with a minimal Arduino core: the compiled-in
-    first --data sample (tst_000000_Stop_7.bin) comes out as class 7 with the reference model's score, and a
-    hex line sent over the emulated UART (tst_000001_Left_2.bin) as class 2."""
+AN386_CPU = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
+
+
+def _kws_build(cli, mlperf: Path, out: Path, runtime: str) -> Path:
+    """MLPerf Tiny KWS for cortex-m4 with the kws01 samples as --data; the PlatformIO project's src/."""
+    r = cli("build", mlperf / "kws" / "kws_ref_model_int8.tflite", "--target", "cortex-m4", "--runtime", runtime,
+            "--emitter", "platformio", "--data", mlperf / "samples" / "kws01", "--data-quant", "0.584703,83",
+            "--out", out)
+    assert r.code in (0, 3), r.err
+    src = out / "platformio" / "src"
+    assert (src / "sample_input.h").is_file()
+    return src
+
+
+def _an386_link(src: Path, tmp: Path, flags: list[str], inputs: list[str], tflm_header: str | None = None) -> Path:
+    """The project's main.cpp, unchanged, with the test-only mps2-an386 Arduino core and ``inputs`` (objects,
+    archives) linked into an ELF for QEMU."""
+    if shutil.which("qemu-system-arm") is None:
+        pytest.skip("qemu-system-arm is not installed (make toolchain)")
+    inc = _stand_ins(tmp, tflm_header)
+    (tmp / "an386.cpp").write_text(AN386_SHIM)
+    (tmp / "an386.ld").write_text(AN386_LD)
+    elf = tmp / "skeleton.elf"
+    _compile(["arm-none-eabi-g++", "-std=c++17", "-O2", "-fno-exceptions", "-fno-rtti", "-DEF_MONITOR_SPEED=115200",
+              *AN386_CPU, f"-I{inc}", f"-I{src}", *flags, "main.cpp", str(tmp / "an386.cpp"), *inputs,
+              "-nostartfiles", "-specs=nano.specs", "-specs=nosys.specs", "-Wl,--gc-sections",
+              f"-Wl,-T,{tmp / 'an386.ld'}", "-o", str(elf), "-lm"], src)
+    return elf
+
+
+def _an386_kws_session(elf: Path, mlperf: Path) -> list[str]:
+    """Boots ``elf`` on QEMU mps2-an386 and waits for the compiled-in sample's result; then sends the second
+    kws01 sample as a hex line over the emulated UART and waits for its class (2). The serial lines."""
     import select
     import time
 
-    if shutil.which("qemu-system-arm") is None:
-        pytest.skip("qemu-system-arm is not installed (make toolchain)")
     samples = mlperf / "samples" / "kws01"
-    out = tmp_path / "kws"
-    r = cli("build", mlperf / "kws" / "kws_ref_model_int8.tflite", "--target", "cortex-m4", "--runtime", "native",
-            "--data", samples, "--data-quant", "0.584703,83", "--out", out)
-    assert r.code in (0, 3), r.err
-    src = out / "platformio" / "src"
-    inc = _stand_ins(tmp_path, None)
-    (tmp_path / "an386.cpp").write_text(AN386_SHIM)
-    (tmp_path / "an386.ld").write_text(AN386_LD)
-    cpu = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
-    objs = []
-    for c in sorted(src.glob("*.c")):
-        objs.append(str(tmp_path / f"{c.stem}.o"))
-        _compile(["arm-none-eabi-gcc", "-std=c99", "-O2", *cpu, "-c", str(c), "-o", objs[-1]], src)
-    elf = tmp_path / "skeleton.elf"
-    _compile(["arm-none-eabi-g++", "-std=c++17", "-O2", "-fno-exceptions", "-fno-rtti", "-DEF_MONITOR_SPEED=115200",
-              *cpu, f"-I{inc}", f"-I{src}", "main.cpp", str(tmp_path / "an386.cpp"), *objs, "-nostartfiles",
-              "-specs=nano.specs", "-specs=nosys.specs", f"-Wl,-T,{tmp_path / 'an386.ld'}", "-o", str(elf)], src)
+    second = sorted(p.name for p in samples.glob("*.bin"))[1]
+    assert second.endswith("_2.bin")
     proc = subprocess.Popen(["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none", "-icount",
                              "shift=0", "-kernel", str(elf)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
-    second = sorted(p.name for p in samples.glob("*.bin"))[1]
     text, deadline = b"", time.monotonic() + 120
 
     def read_until(done) -> None:
@@ -407,7 +420,14 @@ def test_native_skeleton_prints_the_right_kws_class_on_the_emulated_cortex_m4(cl
     finally:
         proc.kill()
         proc.wait()
-    lines = text.decode(errors="replace").splitlines()
+    assert b"e-" not in text, text
+    return text.decode(errors="replace").splitlines()
+
+
+def _assert_first_kws_sample(lines: list[str], mlperf: Path) -> None:
+    """The compiled-in first sample (tst_000000_Stop_7.bin) came out as class 7 with the reference int8
+    model's dequantized score (samples/kws01_int8_golden.csv), within one output step, and a real latency."""
+    samples = mlperf / "samples" / "kws01"
     assert "m-ready" in lines, lines
     top, score = next(ln for ln in lines if ln.startswith("m-top["))[len("m-top["):-1].split(",")
     golden = (mlperf / "samples" / "kws01_int8_golden.csv").read_text().splitlines()[1].split(",")
@@ -415,4 +435,54 @@ def test_native_skeleton_prints_the_right_kws_class_on_the_emulated_cortex_m4(cl
     assert int(top) == int(golden[2]) == 7
     assert float(score) == pytest.approx(float(golden[3 + int(top)]), abs=1 / 256 + 0.0005)
     assert int(next(ln for ln in lines if ln.startswith("m-lap-us-["))[len("m-lap-us-["):-1]) > 0
-    assert second.endswith("_2.bin") and "e-" not in text.decode(errors="replace")
+
+
+@pytest.mark.mlperf
+def test_native_skeleton_prints_the_right_kws_class_on_the_emulated_cortex_m4(cli, mlperf: Path,
+                                                                              tmp_path: Path) -> None:
+    """The native runtime's generated main.cpp, unchanged, on QEMU mps2-an386 with a minimal Arduino core: the
+    compiled-in first --data sample comes out as class 7 with the reference model's score, and a hex line
+    sent over the emulated UART (tst_000001_Left_2.bin) as class 2."""
+    src = _kws_build(cli, mlperf, tmp_path / "kws", "native")
+    objs = []
+    for c in sorted(src.glob("*.c")):
+        objs.append(str(tmp_path / f"{c.stem}.o"))
+        _compile(["arm-none-eabi-gcc", "-std=c99", "-O2", *AN386_CPU, "-c", str(c), "-o", objs[-1]], src)
+    _assert_first_kws_sample(_an386_kws_session(_an386_link(src, tmp_path, [], objs), mlperf), mlperf)
+
+
+@pytest.mark.mlperf
+def test_tflm_skeleton_prints_the_right_kws_class_on_the_emulated_cortex_m4(cli, mlperf: Path,
+                                                                            tmp_path: Path) -> None:
+    """The same for the TFLM runtime: the generated main.cpp and model files, unchanged, linked against a
+    TFLM static library for the M4 (the bench's cached per-op-set library, from ../shared/third_party/
+    tflite-micro, with the kernel set the profile's PlatformIO project uses) and the stand-in Arduino core."""
+    from edgeforge.bench.firmware import tflm_kernels
+    from edgeforge.bench.tflm_lib import build_library, Toolchain
+    from edgeforge.bench.tflm_src import find_tflm_src
+    from edgeforge.device.boards import EMULATED_BY_NAME
+    from edgeforge.errors import ToolMissingError
+
+    if not all(shutil.which(f"arm-none-eabi-{t}") for t in ("g++", "gcc", "ar")) or shutil.which("make") is None:
+        pytest.skip("arm-none-eabi-g++/gcc/ar or make is not installed (make toolchain)")
+    if not _cxx_usable("arm-none-eabi-g++"):
+        pytest.skip("arm-none-eabi-g++'s C++ headers are not installed (make toolchain)")
+    out = tmp_path / "kws"
+    src = _kws_build(cli, mlperf, out, "tflm")
+    try:
+        root = find_tflm_src(None, out)
+    except ToolMissingError:
+        pytest.skip("no TensorFlow Lite Micro tree (../shared/third_party/tflite-micro is absent)")
+    board = EMULATED_BY_NAME["qemu-cortex-m4"]
+    kernels = tflm_kernels(load_registry().get("cortex-m4").data, board)
+    lib = build_library(root, Toolchain(board.cross, board.cpu_flags, board.cmsis_device, board.libc_specs),
+                        kernels, src / "op_resolver.h")
+    # include_flags are quoted for make's shell; here each is one argv entry
+    flags = [*(f.replace('\\"', '"') for f in lib.include_flags), "-fno-threadsafe-statics", "-ffunction-sections",
+             "-fdata-sections"]
+    model_o = tmp_path / "model_data.o"
+    _compile(["arm-none-eabi-g++", "-std=c++17", "-O2", "-fno-exceptions", "-fno-rtti", *AN386_CPU, *flags, "-c",
+              "model_data.cc", "-o", str(model_o)], src)
+    header = load_registry().get("cortex-m4").platformio.get("tflm_header")
+    elf = _an386_link(src, tmp_path, flags, [str(model_o), str(lib.archive)], header)
+    _assert_first_kws_sample(_an386_kws_session(elf, mlperf), mlperf)
