@@ -91,3 +91,27 @@ def test_bench_makefile_needs_the_models_make_include(tmp_path: Path) -> None:
     proc = subprocess.run(["make", "-s", "-C", str(BENCH), "host", f"NATIVE={build / 'native'}",
                            f"OUT={tmp_path / 'o'}"], capture_output=True, text=True)
     assert proc.returncode != 0 and "ef_model.mk not found" in proc.stderr, proc.stderr
+
+
+@pytest.mark.mlperf
+def test_kws_built_for_esp32c3_benches_byte_identical_on_the_emulated_riscv_board(cli, tmp_path: Path) -> None:
+    """ESP32-C3 (RISC-V rv32imc) stands in on qemu-riscv32: MLPerf KWS built natively for the esp32c3 profile, flashed
+    and benched there on real kws01 inputs, outputs byte-identical to the host (TFLM cannot be built for this board:
+    Debian has no bare-metal C++ library for riscv64-unknown-elf)."""
+    why = EMULATED_BY_NAME["qemu-riscv32"].missing_tools()
+    if why:
+        pytest.skip(why)
+    shared = ROOT.parent / "shared" / "models" / "mlperf_tiny"
+    if not shared.is_dir():
+        pytest.skip("../shared/models/mlperf_tiny is absent")
+    build = tmp_path / "kws-c3"
+    res = cli("build", shared / "kws" / "kws_ref_model_int8.tflite", "--target", "esp32c3", "--runtime", "native",
+              "--out", build, "-q")
+    assert res.code == 0, res.err
+    assert cli("flash", build, "--board", "qemu-riscv32").code == 0
+    res = cli("bench", build, "--board", "qemu-riscv32", "--input", shared / "samples" / "kws01", "--count", 2,
+              "--runs", 1, "--json")
+    assert res.code == 0, res.out + res.err
+    doc = json.loads(res.out)
+    assert doc["outputs"]["byte_identical"] and doc["identity"]["target"] == "esp32c3"
+    assert doc["latency"]["emulated"] and doc["latency"]["instructions_median"] > 1_000_000
