@@ -127,11 +127,18 @@ def _bin_folder(folder: Path, shape: tuple[int, ...], dtype: np.dtype, quant: In
 
 def _bin_files(files: list[Path], source: str, shape: tuple[int, ...], dtype: np.dtype, quant: InputQuant | None,
                labels_path: Path | None) -> Dataset:
-    """Raw input tensors, one per file (MLPerf Tiny style), with labels from ``labels_path``."""
+    """Raw input tensors, one per file (MLPerf Tiny style), with labels from ``labels_path``. A lone file may hold
+    several tensors back to back."""
     for f in files:
         require_regular_file(f, DataError)
     elems = math.prod(shape)
     size = files[0].stat().st_size
+    if len(files) == 1 and labels_path is None and size > 0:  # one file: a whole number of tensors is a batch
+        for stored in [dtype] + ([np.dtype(np.int8)] if dtype.itemsize != 1 and quant is not None else []):
+            if size % (elems * stored.itemsize) == 0:
+                x = np.frombuffer(files[0].read_bytes(), dtype=stored).reshape((-1, *shape))
+                check_finite(x, source)
+                return Dataset(x, None, source, quant if stored.itemsize == 1 and dtype.kind == "f" else None)
     if size == elems * dtype.itemsize:
         stored = dtype
     elif quant is not None and size == elems:

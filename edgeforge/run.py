@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from edgeforge.data import Dataset, InputQuant, load_dataset, model_view
-from edgeforge.errors import DataError, ModelError, UsageError
+from edgeforge.data import InputQuant, load_dataset, model_view
+from edgeforge.errors import ModelError, UsageError
 from edgeforge.manifest import Manifest, read_manifest
 from edgeforge.hostrun import run_batch
 from edgeforge.model.tflite import ModelInfo, read_tflite
@@ -37,20 +36,6 @@ def recorded_quant(manifest: Manifest) -> InputQuant | None:
     return None if q is None else InputQuant(q[0], q[1])
 
 
-def _single_bin(path: Path, shape: tuple[int, ...], dtype: np.dtype, quant: InputQuant | None) -> Dataset:
-    """One raw .bin file: one or more input tensors back to back, in the model's dtype or as int8."""
-    raw = path.read_bytes()
-    elems = math.prod(shape)
-    for stored in ([dtype] + ([np.dtype(np.int8)] if dtype.itemsize != 1 and quant is not None else [])):
-        size = elems * stored.itemsize
-        if raw and len(raw) % size == 0:
-            x = np.frombuffer(raw, dtype=stored).reshape((len(raw) // size, *shape))
-            return Dataset(x, None, str(path), quant if stored.itemsize == 1 else None)
-    raise DataError(f"{path.name} holds {len(raw)} bytes, not a whole number of model inputs {list(shape)} of "
-                    f"{dtype.name} ({elems * dtype.itemsize} bytes each)",
-                    "a .bin file holds raw input tensors back to back in the model's input dtype")
-
-
 def _same(a: InputQuant, scale: float | None, zero_point: int | None) -> bool:
     return scale is not None and abs(a.scale - scale) <= 1e-6 * max(scale, 1e-12) and a.zero_point == zero_point
 
@@ -66,10 +51,7 @@ def read_inputs(path: Path, info: ModelInfo, manifest: Manifest,
     recorded = recorded_quant(manifest)
     quant, origin = (data_quant, "--data-quant") if data_quant is not None else (recorded, "recorded by the build")
     dtype = np.dtype(inp.dtype)
-    if path.is_file() and path.suffix == ".bin":
-        ds = _single_bin(path, sample, dtype, quant)
-    else:
-        ds = load_dataset(path, sample, dtype, quant)
+    ds = load_dataset(path, sample, dtype, quant)
     integer = ds.x.dtype.kind in "iu" and ds.x.dtype.itemsize == 1
     if data_quant is not None and not integer:
         raise UsageError(f"--data-quant applies to 8-bit integer data; {path.name} holds {ds.x.dtype.name} values",
